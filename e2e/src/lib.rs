@@ -1,0 +1,1 @@
+//! Test harness: starts (or reuses) the local control plane and hands out clients and namespaces.

@@ -1,0 +1,1 @@
+//! spiderpool.spidernet.io/v2beta1 API types.

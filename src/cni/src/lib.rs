@@ -1,0 +1,1 @@
+//! CNI protocol and plugins.

@@ -1,0 +1,1 @@
+//! The IPAM core.
