@@ -1,1 +1,157 @@
-//! Test harness: starts (or reuses) the local control plane and hands out clients and namespaces.
+//! Test harness for the integration suites.
+//!
+//! The suites run against ONE local control plane per `make test` run, started by
+//! `e2e/scripts/with-testenv.sh`, which exports its kubeconfig as `SPIDERPOOL_E2E_KUBECONFIG`
+//! and has already installed the CRDs. Each test takes its own namespace (and unique names for
+//! cluster-scoped objects) so tests can run in parallel and never see each other's objects.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use rand::Rng;
+
+/// Environment variable naming the kubeconfig of the running test control plane.
+pub const KUBECONFIG_ENV: &str = "SPIDERPOOL_E2E_KUBECONFIG";
+
+static CRYPTO: Once = Once::new();
+
+/// Installs the rustls ring provider once per test binary (kube uses rustls).
+pub fn install_crypto_provider() {
+    CRYPTO.call_once(|| {
+        // Another crate may have installed it already; either way ring is what we want.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Path of the kubeconfig of the running control plane.
+///
+/// Integration tests are meant to be run by `make test`; run directly they fail here with a
+/// message saying how to run them instead of silently passing.
+pub fn kubeconfig_path() -> PathBuf {
+    match std::env::var_os(KUBECONFIG_ENV) {
+        Some(path) => PathBuf::from(path),
+        None => panic!(
+            "{KUBECONFIG_ENV} is not set: integration tests need the local control plane; \
+             run them with `make test` or `e2e/scripts/with-testenv.sh -- cargo test ...`"
+        ),
+    }
+}
+
+/// A client for the test control plane.
+pub async fn client() -> anyhow::Result<Client> {
+    install_crypto_provider();
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// A lowercase random suffix for unique object names (cluster-scoped objects are shared by all
+/// tests of a run).
+pub fn unique_name(prefix: &str) -> String {
+    let mut rng = rand::rng();
+    let suffix: String = (0..6)
+        .map(|_| {
+            let index = rng.random_range(0..36u8);
+            char::from_digit(u32::from(index), 36).unwrap_or('x')
+        })
+        .collect();
+    format!("{prefix}-{suffix}")
+}
+
+/// A namespace owned by one test. Call [`TestNamespace::delete`] at the end of the test; the
+/// control plane is discarded after the run anyway, so a failed test leaves no trace either.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> anyhow::Result<Self> {
+        let name = unique_name(prefix);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"spiderpool-e2e": "true"}},
+        }))?;
+        namespaces.create(&PostParams::default(), &namespace).await?;
+        Ok(Self {
+            name,
+            client: client.clone(),
+        })
+    }
+
+    pub async fn delete(self) -> anyhow::Result<()> {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        namespaces
+            .delete(&self.name, &DeleteParams::background())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Ok(Some(value))` or `timeout` passes. The last
+/// error or "still not ready" state is reported on timeout.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("condition not met");
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => last = format!("{error:#}"),
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `kubectl` (the one built into the test control plane binary) against the test control
+/// plane and returns its stdout; a non-zero exit is an error carrying stderr.
+pub fn kubectl(args: &[&str]) -> anyhow::Result<String> {
+    let output = kubectl_command(args).output().context("running kubectl")?;
+    if !output.status.success() {
+        bail!(
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// The kubectl command, for tests that need stdin or want to inspect a failure.
+pub fn kubectl_command(args: &[&str]) -> Command {
+    let testenv = std::env::var_os("TESTENV").unwrap_or_else(|| "testenv".into());
+    let mut command = Command::new(testenv);
+    command
+        .arg("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args);
+    command
+}
+
+/// Path of one of the project's binaries (the controller-manager or a CNI plugin), built by
+/// `make test` into `SPIDERPOOL_BIN_DIR` (default `target/debug`).
+pub fn binary(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SPIDERPOOL_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug")));
+    dir.join(name)
+}

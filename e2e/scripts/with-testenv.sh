@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Starts one local control plane (embedded etcd + kube-apiserver [+ kube-controller-manager]),
+# installs the CRDs, runs the given command with the control plane's kubeconfig exported, and
+# stops every process it started when the command ends (also on Ctrl-C or error).
+#
+#   e2e/scripts/with-testenv.sh [--with-controller-manager] -- <command> [args...]
+#
+# Exports to the command: KUBECONFIG, SPIDERPOOL_E2E_KUBECONFIG, SPIDERPOOL_E2E_DIR, TESTENV (binary).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+kcm_flag=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --with-controller-manager) kcm_flag=(--with-controller-manager); shift ;;
+    --) shift; break ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || { echo "usage: $0 [--with-controller-manager] -- command..." >&2; exit 2; }
+
+testenv=$("$repo/e2e/testenv/build.sh" | tail -n 1)
+dir=$(mktemp -d "${TMPDIR:-/tmp}/spiderpool-testenv.XXXXXX")
+fifo="$dir/ready.fifo"
+mkfifo "$fifo"
+
+"$testenv" up --dir "$dir" "${kcm_flag[@]}" >"$fifo" 2>"$dir/testenv.stderr" &
+testenv_pid=$!
+
+cleanup() {
+  local rc=$?
+  if kill -0 "$testenv_pid" 2>/dev/null; then
+    kill -TERM "$testenv_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$testenv_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$testenv_pid" 2>/dev/null || true
+  fi
+  wait "$testenv_pid" 2>/dev/null || true
+  if [ "$rc" -ne 0 ] && [ -z "${KEEP_TESTENV_DIR:-}" ]; then
+    echo "control plane logs kept in $dir" >&2
+  elif [ -z "${KEEP_TESTENV_DIR:-}" ]; then
+    rm -rf "$dir"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+kubeconfig=""
+exec 3<"$fifo"
+started=$(date +%s)
+while IFS= read -r -t 300 line <&3; do
+  case "$line" in
+    "TESTENV READY kubeconfig="*) kubeconfig=${line#TESTENV READY kubeconfig=}; break ;;
+  esac
+done
+# Keep draining the control plane's stdout so it never blocks on a full pipe.
+cat <&3 >/dev/null &
+if [ -z "$kubeconfig" ]; then
+  echo "the test control plane did not become ready; last lines of $dir/testenv.stderr:" >&2
+  tail -n 40 "$dir/testenv.stderr" >&2 || true
+  exit 1
+fi
+echo "control plane ready in $(( $(date +%s) - started ))s (dir $dir)" >&2
+
+export KUBECONFIG="$kubeconfig" SPIDERPOOL_E2E_KUBECONFIG="$kubeconfig" SPIDERPOOL_E2E_DIR="$dir" TESTENV="$testenv"
+"$testenv" kubectl apply --server-side -f "$repo/crds/" >&2
+"$testenv" kubectl wait --for=condition=Established --timeout=60s crd --all >&2
+"$@"
