@@ -83,7 +83,9 @@ impl TestNamespace {
             "kind": "Namespace",
             "metadata": {"name": name, "labels": {"spiderpool-e2e": "true"}},
         }))?;
-        namespaces.create(&PostParams::default(), &namespace).await?;
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await?;
         Ok(Self {
             name,
             client: client.clone(),

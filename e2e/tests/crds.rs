@@ -24,7 +24,12 @@ fn cluster_api(client: &Client, kind: &str, plural: &str) -> Api<DynamicObject> 
     Api::all_with(client.clone(), &resource(kind, plural))
 }
 
-fn namespaced_api(client: &Client, namespace: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+fn namespaced_api(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), namespace, &resource(kind, plural))
 }
 
@@ -35,7 +40,10 @@ fn object(value: Value) -> DynamicObject {
 /// Creates `value` and returns the API server's error message, failing when it was accepted.
 async fn rejected(api: &Api<DynamicObject>, value: Value) -> (u16, String) {
     match api.create(&PostParams::default(), &object(value)).await {
-        Ok(created) => panic!("expected the API server to reject {:?}", created.metadata.name),
+        Ok(created) => panic!(
+            "expected the API server to reject {:?}",
+            created.metadata.name
+        ),
         Err(kube::Error::Api(status)) => (status.code, status.message),
         Err(other) => panic!("unexpected client error: {other}"),
     }
@@ -72,8 +80,16 @@ async fn every_kind_is_stored_and_pool_defaults_appear_on_read() -> anyhow::Resu
             })),
         )
         .await?;
-    assert_eq!(pool.data["spec"]["default"], json!(false), "CRD default for spec.default");
-    assert_eq!(pool.data["spec"]["disable"], json!(false), "CRD default for spec.disable");
+    assert_eq!(
+        pool.data["spec"]["default"],
+        json!(false),
+        "CRD default for spec.default"
+    );
+    assert_eq!(
+        pool.data["spec"]["disable"],
+        json!(false),
+        "CRD default for spec.disable"
+    );
     let read_back = pools.get(&pool_name).await?;
     assert_eq!(read_back.data["spec"]["default"], json!(false));
     assert_eq!(read_back.data["spec"]["disable"], json!(false));
@@ -113,9 +129,21 @@ async fn every_kind_is_stored_and_pool_defaults_appear_on_read() -> anyhow::Resu
             })),
         )
         .await?;
-    assert_eq!(smc.data["spec"]["enableCoordinator"], json!(true), "CRD default for enableCoordinator");
-    assert_eq!(smc.data["spec"]["disableIPAM"], json!(false), "CRD default for disableIPAM");
-    assert_eq!(smc.data["spec"]["macvlan"]["mtu"], json!(0), "CRD default for macvlan.mtu");
+    assert_eq!(
+        smc.data["spec"]["enableCoordinator"],
+        json!(true),
+        "CRD default for enableCoordinator"
+    );
+    assert_eq!(
+        smc.data["spec"]["disableIPAM"],
+        json!(false),
+        "CRD default for disableIPAM"
+    );
+    assert_eq!(
+        smc.data["spec"]["macvlan"]["mtu"],
+        json!(0),
+        "CRD default for macvlan.mtu"
+    );
 
     let empty_smc = multus_configs
         .create(
@@ -126,7 +154,11 @@ async fn every_kind_is_stored_and_pool_defaults_appear_on_read() -> anyhow::Resu
             })),
         )
         .await?;
-    assert_eq!(empty_smc.data["spec"]["cniType"], json!("custom"), "CRD default for cniType");
+    assert_eq!(
+        empty_smc.data["spec"]["cniType"],
+        json!("custom"),
+        "CRD default for cniType"
+    );
 
     let coordinators = cluster_api(&client, "SpiderCoordinator", "spidercoordinators");
     let coordinator = coordinators
@@ -179,20 +211,39 @@ async fn every_kind_is_stored_and_pool_defaults_appear_on_read() -> anyhow::Resu
         "spidermultusconfig.spiderpool.spidernet.io/macvlan-ens192".to_owned(),
         "spiderendpoint.spiderpool.spidernet.io/web-0".to_owned(),
     ] {
-        assert!(listed.lines().any(|line| line == expected), "`kubectl get spiderpool` lacks {expected}:\n{listed}");
+        assert!(
+            listed.lines().any(|line| line == expected),
+            "`kubectl get spiderpool` lacks {expected}:\n{listed}"
+        );
     }
 
     // Short names resolve.
-    for (short, name) in [("sp", &pool_name), ("ss", &subnet_name), ("sr", &reserved_name), ("scc", &coordinator_name)] {
+    for (short, name) in [
+        ("sp", &pool_name),
+        ("ss", &subnet_name),
+        ("sr", &reserved_name),
+        ("scc", &coordinator_name),
+    ] {
         let output = kubectl(&["get", short, name, "-o", "name"])?;
-        assert!(output.contains(name.as_str()), "kubectl get {short} {name}: {output}");
+        assert!(
+            output.contains(name.as_str()),
+            "kubectl get {short} {name}: {output}"
+        );
     }
     for (short, name) in [("smc", "macvlan-ens192"), ("se", "web-0")] {
         let output = kubectl(&["get", short, name, "-n", ns, "-o", "name"])?;
-        assert!(output.contains(name), "kubectl get {short} {name}: {output}");
+        assert!(
+            output.contains(name),
+            "kubectl get {short} {name}: {output}"
+        );
     }
 
-    for (kind_api, name) in [(&pools, &pool_name), (&subnets, &subnet_name), (&reserved, &reserved_name), (&coordinators, &coordinator_name)] {
+    for (kind_api, name) in [
+        (&pools, &pool_name),
+        (&subnets, &subnet_name),
+        (&reserved, &reserved_name),
+        (&coordinators, &coordinator_name),
+    ] {
         kind_api.delete(name, &DeleteParams::default()).await?;
     }
     namespace.delete().await
@@ -219,16 +270,43 @@ async fn kubectl_shows_upstream_columns() -> anyhow::Result<()> {
     let wide = kubectl(&["get", "sp", &pool_name, "-o", "wide"])?;
     assert_eq!(
         table_header(&wide),
-        ["NAME", "VERSION", "SUBNET", "ALLOCATED-IP-COUNT", "TOTAL-IP-COUNT", "DEFAULT", "DISABLE", "NODENAME", "MULTUSNAME", "APP-NAMESPACE"],
+        [
+            "NAME",
+            "VERSION",
+            "SUBNET",
+            "ALLOCATED-IP-COUNT",
+            "TOTAL-IP-COUNT",
+            "DEFAULT",
+            "DISABLE",
+            "NODENAME",
+            "MULTUSNAME",
+            "APP-NAMESPACE"
+        ],
         "{wide}"
     );
-    let row: Vec<&str> = wide.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    let row: Vec<&str> = wide
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     assert_eq!(row.first(), Some(&pool_name.as_str()));
-    assert!(row.contains(&"172.31.41.0/24") && row.contains(&"demo"), "{wide}");
+    assert!(
+        row.contains(&"172.31.41.0/24") && row.contains(&"demo"),
+        "{wide}"
+    );
     let narrow = kubectl(&["get", "sp", &pool_name])?;
     assert_eq!(
         table_header(&narrow),
-        ["NAME", "VERSION", "SUBNET", "ALLOCATED-IP-COUNT", "TOTAL-IP-COUNT", "DEFAULT", "AGE"],
+        [
+            "NAME",
+            "VERSION",
+            "SUBNET",
+            "ALLOCATED-IP-COUNT",
+            "TOTAL-IP-COUNT",
+            "DEFAULT",
+            "AGE"
+        ],
         "wide-only columns must be hidden without -o wide:\n{narrow}"
     );
 
@@ -246,7 +324,14 @@ async fn kubectl_shows_upstream_columns() -> anyhow::Result<()> {
     let subnets = kubectl(&["get", "ss", &subnet_name])?;
     assert_eq!(
         table_header(&subnets),
-        ["NAME", "VERSION", "SUBNET", "ALLOCATED-IP-COUNT", "TOTAL-IP-COUNT", "AGE"],
+        [
+            "NAME",
+            "VERSION",
+            "SUBNET",
+            "ALLOCATED-IP-COUNT",
+            "TOTAL-IP-COUNT",
+            "AGE"
+        ],
         "{subnets}"
     );
 
@@ -262,28 +347,63 @@ async fn kubectl_shows_upstream_columns() -> anyhow::Result<()> {
         )
         .await?;
     let reserved = kubectl(&["get", "sr", &reserved_name])?;
-    assert_eq!(table_header(&reserved), ["NAME", "VERSION", "AGE"], "{reserved}");
+    assert_eq!(
+        table_header(&reserved),
+        ["NAME", "VERSION", "AGE"],
+        "{reserved}"
+    );
 
-    namespaced_api(&client, &namespace.name, "SpiderEndpoint", "spiderendpoints")
-        .create(
-            &PostParams::default(),
-            &object(json!({
-                "apiVersion": "spiderpool.spidernet.io/v2beta1", "kind": "SpiderEndpoint",
-                "metadata": {"name": "nginx-1"},
-                "status": {"current": {"uid": "u-1", "node": "worker-1",
-                    "ips": [{"interface": "eth0", "ipv4": "172.31.41.10/24", "ipv4Pool": pool_name,
-                             "ipv6": "fd00::10/64", "ipv6Pool": "pool-v6"}]}},
-            })),
-        )
-        .await?;
+    namespaced_api(
+        &client,
+        &namespace.name,
+        "SpiderEndpoint",
+        "spiderendpoints",
+    )
+    .create(
+        &PostParams::default(),
+        &object(json!({
+            "apiVersion": "spiderpool.spidernet.io/v2beta1", "kind": "SpiderEndpoint",
+            "metadata": {"name": "nginx-1"},
+            "status": {"current": {"uid": "u-1", "node": "worker-1",
+                "ips": [{"interface": "eth0", "ipv4": "172.31.41.10/24", "ipv4Pool": pool_name,
+                         "ipv6": "fd00::10/64", "ipv6Pool": "pool-v6"}]}},
+        })),
+    )
+    .await?;
     let endpoints = kubectl(&["get", "se", "-n", &namespace.name])?;
     assert_eq!(
         table_header(&endpoints),
-        ["NAME", "INTERFACE", "IPV4POOL", "IPV4", "IPV6POOL", "IPV6", "NODE", "AGE"],
+        [
+            "NAME",
+            "INTERFACE",
+            "IPV4POOL",
+            "IPV4",
+            "IPV6POOL",
+            "IPV6",
+            "NODE",
+            "AGE"
+        ],
         "{endpoints}"
     );
-    let row: Vec<&str> = endpoints.lines().nth(1).unwrap_or_default().split_whitespace().collect();
-    assert_eq!(row, ["nginx-1", "eth0", pool_name.as_str(), "172.31.41.10/24", "pool-v6", "fd00::10/64", "worker-1", row.last().copied().unwrap_or_default()]);
+    let row: Vec<&str> = endpoints
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        [
+            "nginx-1",
+            "eth0",
+            pool_name.as_str(),
+            "172.31.41.10/24",
+            "pool-v6",
+            "fd00::10/64",
+            "worker-1",
+            row.last().copied().unwrap_or_default()
+        ]
+    );
 
     namespace.delete().await
 }
@@ -304,7 +424,10 @@ async fn schema_rejects_out_of_range_enum_and_missing_required_values() -> anyho
     )
     .await;
     assert_eq!(code, 422, "{message}");
-    assert!(message.contains(r#"spec.ipVersion: Unsupported value: 5: supported values: "4", "6""#), "{message}");
+    assert!(
+        message.contains(r#"spec.ipVersion: Unsupported value: 5: supported values: "4", "6""#),
+        "{message}"
+    );
 
     let (code, message) = rejected(
         &pools,
@@ -318,7 +441,12 @@ async fn schema_rejects_out_of_range_enum_and_missing_required_values() -> anyho
     assert_eq!(code, 422, "{message}");
     assert!(message.contains("spec.subnet: Required value"), "{message}");
 
-    let multus_configs = namespaced_api(&client, &namespace.name, "SpiderMultusConfig", "spidermultusconfigs");
+    let multus_configs = namespaced_api(
+        &client,
+        &namespace.name,
+        "SpiderMultusConfig",
+        "spidermultusconfigs",
+    );
     let (code, message) = rejected(
         &multus_configs,
         json!({
@@ -341,7 +469,10 @@ async fn schema_rejects_out_of_range_enum_and_missing_required_values() -> anyho
     )
     .await;
     assert_eq!(code, 422, "{message}");
-    assert!(message.contains(r#"spec.cniType: Unsupported value: "bridge""#), "{message}");
+    assert!(
+        message.contains(r#"spec.cniType: Unsupported value: "bridge""#),
+        "{message}"
+    );
 
     let (code, message) = rejected(
         &multus_configs,
@@ -353,8 +484,14 @@ async fn schema_rejects_out_of_range_enum_and_missing_required_values() -> anyho
     )
     .await;
     assert_eq!(code, 422, "{message}");
-    assert!(message.contains("spec.macvlan.bond.name: Required value"), "{message}");
-    assert!(message.contains("spec.macvlan.bond.mode: Invalid value: 7"), "{message}");
+    assert!(
+        message.contains("spec.macvlan.bond.name: Required value"),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.macvlan.bond.mode: Invalid value: 7"),
+        "{message}"
+    );
 
     let coordinators = cluster_api(&client, "SpiderCoordinator", "spidercoordinators");
     let (code, message) = rejected(
@@ -367,8 +504,14 @@ async fn schema_rejects_out_of_range_enum_and_missing_required_values() -> anyho
     )
     .await;
     assert_eq!(code, 422, "{message}");
-    assert!(message.contains(r#"spec.mode: Unsupported value: "bridge""#), "{message}");
-    assert!(message.contains("spec.vethMTU: Invalid value: 0"), "{message}");
+    assert!(
+        message.contains(r#"spec.mode: Unsupported value: "bridge""#),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.vethMTU: Invalid value: 0"),
+        "{message}"
+    );
 
     namespace.delete().await
 }

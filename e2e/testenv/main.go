@@ -1,0 +1,53 @@
+// Command testenv is spiderpool-rs' local Kubernetes test control plane: an embedded etcd and
+// kube-apiserver in this process, plus (optionally) kube-controller-manager as a child process
+// of this same binary. It is built from the k8s.io/kubernetes Go module, so no container runtime,
+// kind cluster or downloaded release binary is needed.
+//
+//	testenv up --dir DIR [--with-controller-manager] [--port N] [--keep-data] [--timeout D]
+//	testenv kubectl ARGS...   # kubectl v1.36.3 built into the same binary
+//	testenv kcm FLAGS...      # internal: the controller-manager child process
+//
+// `up` prints exactly one line to stdout once the cluster is usable:
+//
+//	TESTENV READY kubeconfig=/abs/DIR/kubeconfig
+//
+// and runs until SIGTERM/SIGINT, then stops the controller-manager, the apiserver and etcd (in
+// that order as far as possible) and exits 0. Component logs go to DIR/*.log.
+package main
+
+import (
+	"fmt"
+	"os"
+	_ "time/tzdata" // CronJob time zones, as in the upstream component mains
+
+	_ "k8s.io/component-base/logs/json/register"          // --logging-format=json, as upstream
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics, as upstream
+	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric, as upstream
+)
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage:
+  testenv up --dir DIR [--with-controller-manager] [--port N] [--keep-data] [--timeout 2m]
+  testenv kubectl [kubectl args...]
+`)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "up":
+		os.Exit(runUp(os.Args[2:]))
+	case "kubectl":
+		os.Exit(runKubectl(os.Args[2:]))
+	case "kcm":
+		os.Exit(runKCM(os.Args[2:]))
+	case "-h", "--help", "help":
+		usage()
+	default:
+		usage()
+		os.Exit(2)
+	}
+}
