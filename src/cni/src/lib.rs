@@ -1,1 +1,5 @@
-//! CNI protocol and plugins.
+//! CNI plugins of spiderpool-rs: the protocol module every plugin binary is built on ([`protocol`]), the
+//! network-namespace and netlink helpers ([`netns`], [`netlink`]), and the `ifacer` and `coordinator`
+//! meta-plugins.
+
+pub mod protocol;
