@@ -24,13 +24,14 @@ help:
 deps:
 	@missing=""; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	[ -x /usr/lib/cni/macvlan ] || missing="$$missing containernetworking-plugins"; \
-	command -v go >/dev/null 2>&1 || missing="$$missing golang-go"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	fi; \
+	command -v go >/dev/null 2>&1 || { echo "Go (1.25 or newer) is needed to build the test control plane; it is not on PATH" >&2; exit 1; }
 
 .PHONY: build
 build:
