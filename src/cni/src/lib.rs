@@ -2,4 +2,7 @@
 //! network-namespace and netlink helpers ([`netns`], [`netlink`]), and the `ifacer` and `coordinator`
 //! meta-plugins.
 
+pub mod ifacer;
+pub mod netlink;
+pub mod netns;
 pub mod protocol;
