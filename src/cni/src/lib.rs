@@ -2,6 +2,8 @@
 //! network-namespace and netlink helpers ([`netns`], [`netlink`]), and the `ifacer` and `coordinator`
 //! meta-plugins.
 
+pub mod arp;
+pub mod coordinator;
 pub mod ifacer;
 pub mod netlink;
 pub mod netns;

@@ -546,6 +546,28 @@ impl Netlink {
         }
     }
 
+    /// Delete the route described by `spec` (matching destination, table, device and gateway); an
+    /// already-gone route is not an error.
+    pub fn del_route_spec(&self, spec: &RouteSpec) -> NetlinkResult<()> {
+        let operation = format!("failed to delete route {}", describe_route(spec));
+        let message = build_route(spec).map_err(|message| NetlinkError {
+            operation: operation.clone(),
+            errno: None,
+            message,
+        })?;
+        match self.block(self.handle.route().del(message).execute()) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let error = NetlinkError::new(operation, error);
+                if error.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+
     // ----- rules -----
 
     pub fn rules(&self, ipv4: bool) -> NetlinkResult<Vec<RuleEntry>> {
