@@ -106,6 +106,14 @@ fn with_example(detail: String, example: &str) -> String {
     format!("{detail} (expected JSON like '{example}')")
 }
 
+/// `ipam.spidernet.io/default-route-nic`: the NIC that should carry the default route, if set.
+pub fn default_route_nic(annotations: &BTreeMap<String, String>) -> Option<&str> {
+    annotations
+        .get(ANNO_DEFAULT_ROUTE_NIC)
+        .map(String::as_str)
+        .filter(|nic| !nic.is_empty())
+}
+
 /// `ipam.spidernet.io/ippool`: pools for the current NIC.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodIpPool {
@@ -761,6 +769,18 @@ mod tests {
         assert!(json_error.to_string().starts_with(
             "failed to parse anntation 'ipam.spidernet.io/subnets' value '{', error: "
         ));
+    }
+
+    #[test]
+    fn default_route_nic_is_read_when_set() {
+        assert_eq!(
+            default_route_nic(&annotations(&[(ANNO_DEFAULT_ROUTE_NIC, "net1")])),
+            Some("net1")
+        );
+        assert_eq!(
+            default_route_nic(&annotations(&[(ANNO_DEFAULT_ROUTE_NIC, "")])),
+            None
+        );
     }
 
     #[test]

@@ -33,6 +33,15 @@ pub enum PoolIpsError {
     Covers { range: String, other: String },
     #[error("range {range} overlaps with {other}")]
     Overlaps { range: String, other: String },
+    /// Only with [`ReversedRanges::Reject`] (deliberate difference #7).
+    #[error(
+        "range {range} is reversed: the first address {first} is greater than the last address {last}, write it as '{last}-{first}'"
+    )]
+    Reversed {
+        range: String,
+        first: String,
+        last: String,
+    },
 }
 
 impl PoolIpsError {
@@ -45,6 +54,7 @@ impl PoolIpsError {
             PoolIpsError::AlreadyCovered { .. }
             | PoolIpsError::Covers { .. }
             | PoolIpsError::Overlaps { .. } => "overlapping_ip_ranges",
+            PoolIpsError::Reversed { .. } => "reversed_ip_range",
         }
     }
 }
@@ -67,6 +77,16 @@ impl RawRange {
     }
 }
 
+/// What to do with an `A-B` item where `A > B`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReversedRanges {
+    /// Upstream: an included range is swapped, an excluded one applied as written. Use this to
+    /// compute `totalIPCount` of stored objects.
+    Swap,
+    /// Deliberate difference #7: refuse it with [`PoolIpsError::Reversed`] (the webhooks).
+    Reject,
+}
+
 /// `NewCIDR(subnet, ips, excludeIPs)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolIps {
@@ -75,17 +95,38 @@ pub struct PoolIps {
 }
 
 impl PoolIps {
-    /// Validates and computes the effective addresses.
+    /// Validates and computes the effective addresses with upstream's handling of reversed ranges.
     pub fn new<S: AsRef<str>, E: AsRef<str>>(
         subnet: &str,
         ips: &[S],
         exclude_ips: &[E],
     ) -> Result<PoolIps, PoolIpsError> {
+        PoolIps::new_with(subnet, ips, exclude_ips, ReversedRanges::Swap)
+    }
+
+    /// Validates and computes the effective addresses.
+    pub fn new_with<S: AsRef<str>, E: AsRef<str>>(
+        subnet: &str,
+        ips: &[S],
+        exclude_ips: &[E],
+        reversed: ReversedRanges,
+    ) -> Result<PoolIps, PoolIpsError> {
         let subnet = Cidr::parse_any(subnet)?;
+        let check = |item: &str, start: u128, end: u128| -> Result<(), PoolIpsError> {
+            if reversed == ReversedRanges::Reject && start > end {
+                return Err(PoolIpsError::Reversed {
+                    range: item.to_string(),
+                    first: from_u128(subnet.version(), start).to_string(),
+                    last: from_u128(subnet.version(), end).to_string(),
+                });
+            }
+            Ok(())
+        };
         let mut ranges: Vec<RawRange> = Vec::new();
         for item in ips {
             let item = item.as_ref();
             let (start, end) = parse_item(&subnet, item)?;
+            check(item, start, end)?;
             let (start, end) = if start > end {
                 (end, start)
             } else {
@@ -100,7 +141,9 @@ impl PoolIps {
         }
         let mut excluded = Vec::new();
         for item in exclude_ips {
-            excluded.push(parse_item(&subnet, item.as_ref())?);
+            let (start, end) = parse_item(&subnet, item.as_ref())?;
+            check(item.as_ref(), start, end)?;
+            excluded.push((start, end));
         }
         for (exclude_start, exclude_end) in excluded {
             ranges = remove_range(ranges, exclude_start, exclude_end);
@@ -379,6 +422,74 @@ mod tests {
         let pool = PoolIps::new("10.6.0.0/24", &["10.6.0.10-10.6.0.1"], &[] as &[&str]).unwrap();
         assert_eq!(pool.total_ip_count(), 10);
         assert_eq!(pool.to_set().to_range_strings(), vec!["10.6.0.1-10.6.0.10"]);
+    }
+
+    #[test]
+    fn reversed_ranges_can_be_rejected_for_the_webhook() {
+        let error = PoolIps::new_with(
+            "10.6.0.0/24",
+            &["10.6.0.10-10.6.0.1"],
+            &[] as &[&str],
+            ReversedRanges::Reject,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "range 10.6.0.10-10.6.0.1 is reversed: the first address 10.6.0.10 is greater than the last address 10.6.0.1, write it as '10.6.0.1-10.6.0.10'"
+        );
+        assert_eq!(error.metric_label(), "reversed_ip_range");
+        let exclude = PoolIps::new_with(
+            "10.6.0.0/24",
+            &["10.6.0.1-10.6.0.10"],
+            &["10.6.0.6-10.6.0.4"],
+            ReversedRanges::Reject,
+        );
+        assert!(matches!(exclude, Err(PoolIpsError::Reversed { .. })));
+    }
+
+    // G83 (the pure part: subnet containment, gateway outside ips, routes)
+    #[test]
+    fn pool_fully_inside_its_controller_subnet_is_accepted() {
+        let subnet = PoolIps::new(
+            "172.18.40.0/24",
+            &["172.18.40.2-172.18.40.3", "172.18.40.10"],
+            &[] as &[&str],
+        )
+        .unwrap();
+        let pool = PoolIps::new(
+            "172.18.40.0/24",
+            &["172.18.40.2-172.18.40.3", "172.18.40.10"],
+            &["172.18.40.10"],
+        )
+        .unwrap();
+        assert!(pool.to_set().subtract(&subnet.to_set()).is_empty());
+        let gateway: IpAddr = "172.18.40.1".parse().unwrap();
+        assert!(!pool.to_set().contains(&gateway));
+        let routes = [crate::routes::Route::new("192.168.40.0/24", "172.18.40.40")];
+        assert!(
+            crate::routes::validate_pool_routes(IpVersion::V4, "172.18.40.0/24", &routes).is_ok()
+        );
+    }
+
+    // G84 (the pure part; the missing-subnet case is an API lookup of the webhook)
+    #[test]
+    fn pool_addresses_outside_the_controller_subnet_are_listed_as_ranges() {
+        let subnet = PoolIps::new(
+            "172.18.40.0/24",
+            &["172.18.40.1-172.18.40.2", "172.18.40.10"],
+            &[] as &[&str],
+        )
+        .unwrap();
+        let pool = PoolIps::new(
+            "172.18.40.0/24",
+            &["172.18.40.1-172.18.40.2", "172.18.40.40"],
+            &[] as &[&str],
+        )
+        .unwrap();
+        assert_eq!(
+            pool.to_set().subtract(&subnet.to_set()).to_range_strings(),
+            vec!["172.18.40.40"]
+        );
     }
 
     #[test]

@@ -212,6 +212,13 @@ impl fmt::Display for IpRange {
     }
 }
 
+/// The family of a valid range (how the ReservedIP webhook derives `spec.ipVersion` from `ips[0]`).
+pub fn range_ip_version(text: &str) -> Option<IpVersion> {
+    [IpVersion::V4, IpVersion::V6]
+        .into_iter()
+        .find(|version| IpRange::parse(*version, text).is_ok())
+}
+
 /// `ParseIPRanges` without expansion: every item parsed strictly, input order kept.
 pub fn parse_ip_ranges<S: AsRef<str>>(
     version: IpVersion,
@@ -251,6 +258,57 @@ pub fn ips_to_ranges(version: IpVersion, addresses: &[IpAddr]) -> Result<Vec<Str
         intervals.push((value, value));
     }
     Ok(IpSet::from_intervals(version, intervals).to_range_strings())
+}
+
+/// `FindAvailableIPs`: up to `count` addresses that are not `used`, walking `ranges` in list order and
+/// each range ascending. Ranges of either family may be mixed; unparsable, mixed-family or reversed
+/// items are skipped, like upstream.
+pub fn find_available_ips<S: AsRef<str>>(
+    ranges: &[S],
+    used: &[IpAddr],
+    count: usize,
+) -> Vec<IpAddr> {
+    let used_v4 = IpSet::from_ips(IpVersion::V4, used);
+    let used_v6 = IpSet::from_ips(IpVersion::V6, used);
+    let mut found = Vec::new();
+    for text in ranges {
+        if found.len() >= count {
+            break;
+        }
+        let text = text.as_ref();
+        let version = if text
+            .split('-')
+            .next()
+            .is_some_and(|first| first.contains(':'))
+        {
+            IpVersion::V6
+        } else {
+            IpVersion::V4
+        };
+        let Ok(range) = IpRange::parse(version, text) else {
+            continue;
+        };
+        let used = match version {
+            IpVersion::V4 => &used_v4,
+            IpVersion::V6 => &used_v6,
+        };
+        let mut cursor = range;
+        while found.len() < count {
+            let Some(address) = used.first_absent_in(&cursor) else {
+                break;
+            };
+            found.push(address);
+            let next = to_u128(&address);
+            match next
+                .checked_add(1)
+                .and_then(|start| IpRange::new(version, start, range.end))
+            {
+                Some(rest) => cursor = rest,
+                None => break,
+            }
+        }
+    }
+    found
 }
 
 /// A set of addresses of one family: sorted, disjoint, non-adjacent inclusive intervals.
@@ -704,6 +762,20 @@ mod tests {
         assert!(IpRange::parse(IpVersion::V6, "172.18.40.1").is_err());
     }
 
+    // G43 (version derivation)
+    #[test]
+    fn range_family_is_derived_from_the_text() {
+        assert_eq!(
+            range_ip_version("172.18.40.1-172.18.40.2"),
+            Some(IpVersion::V4)
+        );
+        assert_eq!(
+            range_ip_version("abcd:1234::1-abcd:1234::2"),
+            Some(IpVersion::V6)
+        );
+        assert_eq!(range_ip_version("invalid IP range"), None);
+    }
+
     // G8
     #[test]
     fn range_contains_ip() {
@@ -764,6 +836,37 @@ mod tests {
         assert_eq!(
             picked,
             vec![v4("192.168.1.1"), v4("192.168.1.3"), v4("192.168.1.5")]
+        );
+    }
+
+    // G16
+    #[test]
+    fn find_available_ips_walks_ranges_of_both_families() {
+        assert_eq!(
+            find_available_ips(
+                &["192.168.1.1-192.168.1.5"],
+                &[v4("192.168.1.2"), v4("192.168.1.4")],
+                3
+            ),
+            vec![v4("192.168.1.1"), v4("192.168.1.3"), v4("192.168.1.5")]
+        );
+        assert_eq!(
+            find_available_ips(
+                &["192.168.1.1-192.168.1.3", "2001:db8::1-2001:db8::3"],
+                &[v4("192.168.1.2"), v6("2001:db8::2")],
+                4
+            ),
+            vec![
+                v4("192.168.1.1"),
+                v4("192.168.1.3"),
+                v6("2001:db8::1"),
+                v6("2001:db8::3")
+            ]
+        );
+        assert!(find_available_ips(&["192.168.1.5-192.168.1.1", "bogus"], &[], 3).is_empty());
+        assert_eq!(
+            find_available_ips(&["255.255.255.254-255.255.255.255"], &[], 5).len(),
+            2
         );
     }
 
