@@ -3,6 +3,7 @@
 //! the CNI result for one interface (§6.1). JSON encoding of the CNI result belongs to the CNI crate;
 //! this module provides the values in upstream's order.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,7 @@ use thiserror::Error;
 
 use crate::cidr::Cidr;
 use crate::ip::IpVersion;
+use crate::ledger::IpAndUid;
 use crate::pool::PoolView;
 use crate::routes::{NicRoute, Route, default_route};
 
@@ -78,7 +80,7 @@ pub struct IpConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocationResult {
     pub ip: IpConfig,
-    /// Pool routes, then matched custom routes (see [`crate::routes::group_custom_routes`]).
+    /// Pool routes, then matched custom routes (see [`attach_custom_routes`]).
     pub routes: Vec<NicRoute>,
     pub clean_gateway: bool,
 }
@@ -127,6 +129,27 @@ impl AllocationResult {
     pub fn subnet(&self) -> Option<Cidr> {
         Cidr::parse(self.ip.version, &self.ip.address).ok()
     }
+}
+
+/// `groupCustomRoutes` over results: each custom route goes to the first result (in order) whose
+/// subnet contains its gateway. Returns the routes no result took (upstream logs and drops them).
+pub fn attach_custom_routes(results: &mut [AllocationResult], custom: &[Route]) -> Vec<Route> {
+    let mut remaining: Vec<Route> = custom.to_vec();
+    for result in results.iter_mut() {
+        let Some(subnet) = result.subnet() else {
+            continue;
+        };
+        let nic = result.ip.nic.clone();
+        remaining.retain(|route| {
+            let inside = crate::ip::parse_any_ip(&route.gw)
+                .is_some_and(|gateway| subnet.contains_ip(&gateway));
+            if inside {
+                result.routes.push(NicRoute::new(&nic, route));
+            }
+            !inside
+        });
+    }
+    remaining
 }
 
 /// `ConvertResultsToIPConfigsAndAllRoutes`: IP configs in result order; per result its routes, then
@@ -258,6 +281,52 @@ fn set_family(detail: &mut IpAllocationDetail, result: &AllocationResult, gatewa
             detail.ipv6_gateway = gateway;
         }
     }
+}
+
+/// `RetrieveIPAllocation`'s entry test: the stored allocation serves `nic` when it has an entry for
+/// that NIC or an unnamed one (unnamed multi-NIC mode).
+pub fn has_allocation_for(details: &[IpAllocationDetail], nic: &str) -> bool {
+    details
+        .iter()
+        .any(|detail| detail.interface == nic || detail.interface.is_empty())
+}
+
+/// `UpdateAllocationNICName`: unless `nic` already has an entry, the first unnamed entry (entries are
+/// in NIC order) is given its name. Returns whether anything changed (the endpoint must be written).
+pub fn claim_unnamed_nic(details: &mut [IpAllocationDetail], nic: &str) -> bool {
+    for detail in details.iter_mut() {
+        if detail.interface.is_empty() {
+            detail.interface = nic.to_string();
+            return true;
+        }
+        if detail.interface == nic {
+            return false;
+        }
+    }
+    false
+}
+
+/// `GroupIPAllocationDetails`: pool name -> the bare addresses (with `uid`) to release or rewrite.
+pub fn addresses_by_pool(
+    details: &[IpAllocationDetail],
+    uid: &str,
+) -> BTreeMap<String, Vec<IpAndUid>> {
+    let mut by_pool: BTreeMap<String, Vec<IpAndUid>> = BTreeMap::new();
+    for detail in details {
+        let families = [
+            (&detail.ipv4, &detail.ipv4_pool),
+            (&detail.ipv6, &detail.ipv6_pool),
+        ];
+        for (address, pool) in families {
+            let Some(address) = address else { continue };
+            let bare = address.split('/').next().unwrap_or_default();
+            by_pool
+                .entry(pool.clone().unwrap_or_default())
+                .or_default()
+                .push(IpAndUid::new(bare, uid));
+        }
+    }
+    by_pool
 }
 
 /// `ConvertIPDetailsToIPConfigsAndAllRoutes`: the response rebuilt from stored endpoint entries; per
@@ -406,10 +475,9 @@ mod tests {
         let mut result =
             AllocationResult::new(&pool_v4(), "172.18.40.40".parse().unwrap(), "eth0", false)
                 .unwrap();
-        let subnet = result.subnet().unwrap();
-        let unmatched = crate::routes::group_custom_routes(
+        let unmatched = attach_custom_routes(
+            std::slice::from_mut(&mut result),
             &[Route::new("192.168.0.0/16", "172.18.40.2")],
-            vec![(&subnet, &mut result.routes, "eth0")],
         );
         assert!(unmatched.is_empty());
         let (ips, routes) = response_from_results(std::slice::from_ref(&result));
@@ -502,6 +570,58 @@ mod tests {
         );
         let error = cni_result_for("net2", &ips, &routes).unwrap_err();
         assert_eq!(error.to_string(), "no Interface net2 IP allocation found");
+    }
+
+    #[test]
+    fn custom_routes_attach_to_results_in_order() {
+        let v6 = PoolView::new("pool-v6", IpVersion::V6, "fd00::/64");
+        let mut results = vec![
+            AllocationResult::new(&pool_v4(), "172.18.40.40".parse().unwrap(), "eth0", false)
+                .unwrap(),
+            AllocationResult::new(&v6, "fd00::40".parse().unwrap(), "eth0", false).unwrap(),
+        ];
+        let unmatched = attach_custom_routes(
+            &mut results,
+            &[
+                Route::new("fd01::/64", "fd00::1"),
+                Route::new("192.168.0.0/16", "172.18.40.2"),
+                Route::new("10.9.0.0/16", "10.9.0.1"),
+            ],
+        );
+        assert_eq!(unmatched, vec![Route::new("10.9.0.0/16", "10.9.0.1")]);
+        assert_eq!(results[0].routes.len(), 2);
+        assert_eq!(
+            results[1].routes,
+            vec![NicRoute::new("eth0", &Route::new("fd01::/64", "fd00::1"))]
+        );
+    }
+
+    #[test]
+    fn stored_allocation_is_found_and_unnamed_entries_are_claimed_in_order() {
+        let mut details = vec![
+            IpAllocationDetail {
+                interface: "eth0".into(),
+                ipv4: Some("10.0.0.5/24".into()),
+                ipv4_pool: Some("a".into()),
+                ..IpAllocationDetail::default()
+            },
+            IpAllocationDetail {
+                interface: String::new(),
+                ipv6: Some("fd00::5/64".into()),
+                ipv6_pool: Some("b".into()),
+                ..IpAllocationDetail::default()
+            },
+            IpAllocationDetail::default(),
+        ];
+        assert!(has_allocation_for(&details, "net1"));
+        assert!(claim_unnamed_nic(&mut details, "net1"));
+        assert_eq!(details[1].interface, "net1");
+        assert!(!claim_unnamed_nic(&mut details, "eth0"));
+        assert!(!claim_unnamed_nic(&mut details, "net1"));
+        let pairs = addresses_by_pool(&details, "uid");
+        assert_eq!(pairs["a"], vec![IpAndUid::new("10.0.0.5", "uid")]);
+        assert_eq!(pairs["b"], vec![IpAndUid::new("fd00::5", "uid")]);
+        assert!(!has_allocation_for(&details[..2], "net2"));
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! Routes: the `{dst, gw}` type shared by pools, subnets, endpoints and the pod annotation; the
 //! pool route rules of the IPPool / Subnet webhooks (§1.1.2); and the per-NIC routes of an allocation
 //! (§5.6): pool routes, then custom routes from `ipam.spidernet.io/routes` whose gateway lies in the
-//! allocated address' subnet, then the default route via the pool gateway unless `cleanGateway`.
+//! allocated address' subnet (see [`crate::result::attach_custom_routes`]), then the default route via
+//! the pool gateway unless `cleanGateway`.
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -152,27 +152,6 @@ pub fn validate_pool_routes(
     Ok(())
 }
 
-/// `groupCustomRoutes`: attaches each custom route to the first allocation (in order) whose subnet
-/// contains its gateway. Returns the routes that matched no allocation (upstream logs and drops them).
-pub fn group_custom_routes<'a, I>(custom: &[Route], allocations: I) -> Vec<Route>
-where
-    I: IntoIterator<Item = (&'a Cidr, &'a mut Vec<NicRoute>, &'a str)>,
-{
-    let mut remaining: Vec<Route> = custom.to_vec();
-    for (subnet, routes, nic) in allocations {
-        remaining.retain(|route| {
-            let gateway: Option<IpAddr> = route.gw.parse().ok();
-            if gateway.is_some_and(|gateway| subnet.contains_ip(&gateway)) {
-                routes.push(NicRoute::new(nic, route));
-                false
-            } else {
-                true
-            }
-        });
-    }
-    remaining
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,26 +208,6 @@ mod tests {
             Some("::/0".into())
         );
         assert_eq!(default_route("eth0", ""), None);
-    }
-
-    #[test]
-    fn custom_routes_attach_to_the_nic_whose_subnet_holds_the_gateway() {
-        let v4 = Cidr::parse(IpVersion::V4, "172.18.40.0/24").unwrap();
-        let v6 = Cidr::parse(IpVersion::V6, "fd00::/64").unwrap();
-        let mut first = Vec::new();
-        let mut second = Vec::new();
-        let custom = [
-            Route::new("10.0.0.0/16", "172.18.40.1"),
-            Route::new("fd01::/64", "fd00::1"),
-            Route::new("10.1.0.0/16", "192.168.1.1"),
-        ];
-        let unmatched = group_custom_routes(
-            &custom,
-            vec![(&v4, &mut first, "eth0"), (&v6, &mut second, "net1")],
-        );
-        assert_eq!(first, vec![NicRoute::new("eth0", &custom[0])]);
-        assert_eq!(second, vec![NicRoute::new("net1", &custom[1])]);
-        assert_eq!(unmatched, vec![custom[2].clone()]);
     }
 
     #[test]
