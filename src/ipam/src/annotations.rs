@@ -4,7 +4,7 @@
 //! reject a malformed annotation before the pod is scheduled. Errors keep upstream's text as a prefix
 //! (e.g. `wrong input, invalid format of Pod annotation 'ipam.spidernet.io/ippools': ...`) and add what
 //! was wrong and the expected shape. JSON values are decoded with Go's leniency (see
-//! [`crate::gojson`]). The Multus annotations live in [`crate::multus`].
+//! the internal `gojson` module). The Multus annotations live in [`crate::multus`].
 
 use std::collections::BTreeMap;
 
