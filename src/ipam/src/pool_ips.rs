@@ -8,8 +8,6 @@
 //! exclusion is applied range by range in list order. The result keeps, for every remaining piece, the
 //! raw `spec.ips` item it came from, because the cross-pool overlap message lists those raw items.
 
-use std::net::IpAddr;
-
 use thiserror::Error;
 
 use crate::cidr::{Cidr, CidrError};
@@ -203,14 +201,6 @@ impl PoolIps {
             }
         }
         overlaps
-    }
-
-    /// The first address of each piece, for display.
-    pub fn first_ips(&self) -> Vec<IpAddr> {
-        self.ranges
-            .iter()
-            .map(|range| from_u128(self.version(), range.start))
-            .collect()
     }
 }
 
@@ -463,7 +453,7 @@ mod tests {
         )
         .unwrap();
         assert!(pool.to_set().subtract(&subnet.to_set()).is_empty());
-        let gateway: IpAddr = "172.18.40.1".parse().unwrap();
+        let gateway: std::net::IpAddr = "172.18.40.1".parse().unwrap();
         assert!(!pool.to_set().contains(&gateway));
         let routes = [crate::routes::Route::new("192.168.40.0/24", "172.18.40.40")];
         assert!(
