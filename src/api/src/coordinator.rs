@@ -28,7 +28,7 @@ use crate::ippool::Route;
            the instance named `default` is used."
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = crate::schema::non_nullable)]
+#[schemars(transform = crate::schema::tidy)]
 pub struct CoordinatorSpec {
     /// How the coordinator treats the interface it runs for: `auto` (underlay when it is the
     /// pod's first interface or a `veth0` already exists, overlay otherwise), `underlay`,
@@ -139,7 +139,7 @@ pub enum PodCIDRType {
 /// Observed state of a SpiderCoordinator, written by the controller.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = crate::schema::non_nullable)]
+#[schemars(transform = crate::schema::tidy)]
 pub struct CoordinatorStatus {
     /// `Synced` when the pod and service CIDRs were discovered, `NotReady` otherwise. The
     /// coordinator plugin refuses to run until the phase is `Synced`.

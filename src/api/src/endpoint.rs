@@ -34,6 +34,7 @@ const CRD_NAME: &str = "spiderendpoints.spiderpool.spidernet.io";
 /// interface. It is named after the pod, lives in the pod's namespace, has no spec, and is
 /// written by Spiderpool only.
 #[derive(Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[schemars(transform = crate::schema::tidy)]
 pub struct SpiderEndpoint {
     /// Standard object metadata.
     #[schemars(skip)]
@@ -41,7 +42,6 @@ pub struct SpiderEndpoint {
 
     /// The pod's current allocation and the workload that owns the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(transform = crate::schema::non_nullable)]
     pub status: Option<WorkloadEndpointStatus>,
 }
 

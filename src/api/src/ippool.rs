@@ -89,7 +89,7 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = crate::schema::non_nullable)]
+#[schemars(transform = crate::schema::tidy)]
 pub struct IPPoolSpec {
     /// IP family of the pool: 4 or 6. When left out, the admission webhook fills it in from
     /// `subnet`. Cannot be changed once set.
@@ -184,7 +184,7 @@ pub struct Route {
 /// Observed state of a SpiderIPPool, written by Spiderpool.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = crate::schema::non_nullable)]
+#[schemars(transform = crate::schema::tidy)]
 pub struct IPPoolStatus {
     /// The allocation ledger: a JSON object, stored as a string, that maps each allocated
     /// address (without prefix length) to `{"pod": "<namespace>/<name>", "podUid": "<uid>"}`,

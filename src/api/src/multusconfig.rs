@@ -30,7 +30,7 @@ use crate::coordinator::CoordinatorSpec;
            and keeps in sync the Multus NetworkAttachmentDefinition for it."
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = crate::schema::non_nullable)]
+#[schemars(transform = crate::schema::tidy)]
 pub struct MultusCNIConfigSpec {
     /// The main CNI plugin: `macvlan`, `ipvlan`, `vlan`, `sriov`, `ovs`, `ib-sriov`, `ipoib`, or
     /// `custom` (use `customCNI` verbatim). Only the section of the chosen plugin may be set.

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
     doc = "NetworkAttachmentDefinition (Kubernetes Network Plumbing Working Group) describes a \
            network that pods can be attached to through Multus."
 )]
-#[schemars(transform = crate::schema::non_nullable)]
+#[schemars(transform = crate::schema::tidy)]
 pub struct NetworkAttachmentDefinitionSpec {
     /// The CNI configuration as a JSON string: a single plugin configuration or a configuration
     /// list (`{"cniVersion": ..., "name": ..., "plugins": [...]}`). When left out, Multus looks

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = crate::schema::non_nullable)]
+#[schemars(transform = crate::schema::tidy)]
 pub struct ReservedIPSpec {
     /// IP family of the reserved addresses: 4 or 6. When left out, the admission webhook fills
     /// it in from the first entry of `ips`. Cannot be changed once set.

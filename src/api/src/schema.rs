@@ -4,22 +4,29 @@
 //! upstream CRDs do not mark those fields `nullable`. A nullable field keeps an explicit `null`
 //! and is then never defaulted by the API server, whereas a non-nullable one has the `null`
 //! pruned and the CRD default applied. To keep upstream's defaulting behaviour the spec and
-//! status structs run [`non_nullable`] over their schema before kube's own transforms see it.
+//! status structs run [`tidy`] over their schema before kube's own transforms see it; it also
+//! reflows the doc-comment descriptions so that `kubectl explain` wraps them itself.
 
 use schemars::Schema;
 use schemars::transform::transform_subschemas;
 use serde_json::Value;
 
-/// Removes the "may be null" part that schemars adds for `Option<T>`, in this schema and every
-/// subschema: `type: [T, "null"]` becomes `type: T`, `null` leaves `enum` lists, and
-/// `anyOf: [S, {type: null}]` collapses into `S` (keeping sibling keywords such as
-/// `description` and `default`).
-pub(crate) fn non_nullable(schema: &mut Schema) {
-    transform_subschemas(&mut non_nullable, schema);
+/// Applied to the spec and status structs, in this schema and every subschema:
+/// - removes the "may be null" part that schemars adds for `Option<T>`: `type: [T, "null"]`
+///   becomes `type: T`, `null` leaves `enum` lists, and `anyOf: [S, {type: null}]` collapses
+///   into `S` (keeping sibling keywords such as `description` and `default`);
+/// - joins the hard-wrapped lines of doc-comment descriptions, keeping blank-line paragraph
+///   breaks.
+pub(crate) fn tidy(schema: &mut Schema) {
+    transform_subschemas(&mut tidy, schema);
 
     let Some(object) = schema.as_object_mut() else {
         return;
     };
+
+    if let Some(Value::String(description)) = object.get_mut("description") {
+        *description = reflow(description);
+    }
 
     if let Some(Value::Array(types)) = object.get_mut("type") {
         types.retain(|ty| ty != "null");
@@ -50,6 +57,19 @@ pub(crate) fn non_nullable(schema: &mut Schema) {
             object.entry(key).or_insert(value);
         }
     }
+}
+
+fn reflow(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .split('\n')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 fn is_null_schema(value: &Value) -> bool {
@@ -93,7 +113,7 @@ pub(crate) fn crd_schema_for<T: schemars::JsonSchema>()
 pub(crate) fn atomic_label_selector(schema: &mut Schema) {
     // The field is an `Option`: unwrap the nullable wrapper first so the selector's own
     // properties are at the top.
-    non_nullable(schema);
+    tidy(schema);
     schema.insert("x-kubernetes-map-type".to_owned(), "atomic".into());
     let Some(expressions) = schema
         .get_mut("properties")

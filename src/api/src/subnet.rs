@@ -55,7 +55,7 @@ use crate::ippool::Route;
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = crate::schema::non_nullable)]
+#[schemars(transform = crate::schema::tidy)]
 pub struct SubnetSpec {
     /// IP family of the subnet: 4 or 6. When left out, the admission webhook fills it in from
     /// `subnet`. Cannot be changed once set.
@@ -89,7 +89,7 @@ pub struct SubnetSpec {
 /// Observed state of a SpiderSubnet, written by Spiderpool.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = crate::schema::non_nullable)]
+#[schemars(transform = crate::schema::tidy)]
 pub struct SubnetStatus {
     /// The addresses held by each pool this subnet owns: a JSON object, stored as a string,
     /// mapping pool name to `{"ips": [<ranges>], "application": "<workload key>"}` (the

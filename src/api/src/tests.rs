@@ -585,12 +585,14 @@ fn every_field_has_a_description() {
         };
         for (name, child) in properties {
             let child_path = format!("{path}.{name}");
+            let description = child
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            assert!(!description.is_empty(), "no description at {child_path}");
             assert!(
-                child
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .is_some_and(|text| !text.is_empty()),
-                "no description at {child_path}"
+                !description.replace("\n\n", "").contains('\n'),
+                "description at {child_path} keeps hard line breaks"
             );
             walk(child, &child_path);
         }
