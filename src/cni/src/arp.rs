@@ -200,7 +200,7 @@ impl ArpSocket {
                 }
                 return Err(error);
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             let length = usize::try_from(received).unwrap_or(0);

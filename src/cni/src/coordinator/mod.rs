@@ -212,6 +212,11 @@ impl Setup<'_> {
         )?;
         log::info!("{} resolved to {:?}", self.ifname, decision);
 
+        // Checks run before anything is created, so a refused address leaves nothing behind.
+        if settings.detect_ip_conflict || settings.detect_gateway {
+            self.detect(&view, previous)?;
+        }
+
         let host_ips: Vec<IpAddr> = host_ips_for_pod(&host, &view.all_pod_ips)?
             .into_iter()
             .filter(|ip| family_ok(ip))
@@ -257,7 +262,7 @@ impl Setup<'_> {
             }
         };
 
-        self.tune_pod_interface(&view, previous)?;
+        self.tune_pod_interface(&view)?;
 
         // Static neighbours: the host reaches the pod's addresses at the pod veth's MAC, and the pod (first
         // NIC) reaches the host addresses at the host veth's MAC, without ARP across the veth.
@@ -435,8 +440,8 @@ impl Setup<'_> {
         })
     }
 
-    /// Detection, MAC rewrite, txqueuelen and sysctls of the current NIC.
-    fn tune_pod_interface(&self, view: &PodView, previous: &CniResult) -> Result<(), CniError> {
+    /// ARP checks of the current NIC's addresses and of the gateways the main plugin returned for them.
+    fn detect(&self, view: &PodView, previous: &CniResult) -> Result<(), CniError> {
         let settings = self.settings.clone();
         let current = view.current.clone();
         let addresses = view.current_addresses.clone();
@@ -450,14 +455,20 @@ impl Setup<'_> {
             .filter(|ip| own_ips.contains(&ip.address.ip()))
             .filter_map(|ip| ip.gateway)
             .collect();
+        self.in_pod(move |_netlink| {
+            let mac = <[u8; 6]>::try_from(current.mac.as_slice()).map_err(|_| {
+                CniError::plugin(format!("{} has no Ethernet address", current.name))
+            })?;
+            detect(&current, mac, &addresses, &gateways, &settings)
+        })
+    }
+
+    /// MAC rewrite, txqueuelen and sysctls of the current NIC.
+    fn tune_pod_interface(&self, view: &PodView) -> Result<(), CniError> {
+        let settings = self.settings.clone();
+        let current = view.current.clone();
+        let addresses = view.current_addresses.clone();
         self.in_pod(move |netlink| {
-            let mac = <[u8; 6]>::try_from(current.mac.as_slice()).ok();
-            if settings.detect_ip_conflict || settings.detect_gateway {
-                let mac = mac.ok_or_else(|| {
-                    CniError::plugin(format!("{} has no Ethernet address", current.name))
-                })?;
-                detect(&current, mac, &addresses, &gateways, &settings)?;
-            }
             // The MAC is rewritten after the conflict check, so switches never learn a MAC for a refused IP.
             if let (Some(prefix), Some(first)) = (settings.pod_mac_prefix, addresses.first()) {
                 let new_mac = mac_with_prefix(prefix, first.network.ip());

@@ -332,10 +332,7 @@ pub fn normalise(text: &str) -> Vec<String> {
 pub fn side_by_side(title: &str, expected: &[String], actual: &[String]) {
     let width = expected.iter().map(String::len).max().unwrap_or(0).max(40);
     eprintln!("=== {title} ===");
-    eprintln!(
-        "{:<width$} | {}",
-        "expected (seed 002)", "actual (this pod)"
-    );
+    eprintln!("{:<width$} | actual (this pod)", "expected (seed 002)");
     eprintln!("{}-+-{}", "-".repeat(width), "-".repeat(width));
     for index in 0..expected.len().max(actual.len()) {
         let left = expected.get(index).map(String::as_str).unwrap_or("");

@@ -1,0 +1,675 @@
+//! `coordinator` in a full chain: our `ifacer` → Debian's `macvlan` (master = a veth in the test's host
+//! namespace, addresses from Debian's `static` IPAM) → our `coordinator`, for a two-NIC pod laid out like the
+//! Spiderpool multi-NIC documentation (seed 002): eth0 10.6.168.173/16 and net1 10.7.168.173/16, node
+//! address 10.6.168.123, service CIDR 10.96.0.0/12.
+//!
+//! Topology (all namespaces made by the test and deleted on drop):
+//!   gateway ns: gw0 10.6.0.1/16, gw1 10.7.0.1/16
+//!   host ns:    up0 10.6.168.123/16 (peer gw0, default route via 10.6.0.1), up1 (peer gw1)
+//!   pod ns:     eth0 = macvlan on up0, net1 = macvlan on up1, veth0 (peer on the host)
+
+mod common;
+
+use common::{
+    Chain, Invocation, Netns, can_use_netns, has_debian_plugins, normalise, run_plugin,
+    side_by_side, tcp_reachable,
+};
+use serde_json::{Value, json};
+
+/// Seed 002, `ip rule show` in the pod (table 100 in the document; see `SEED_TABLE`).
+const SEED_RULES: &str = "0:  from all lookup local
+32764:  from 10.7.168.173 lookup 100
+32765:  from all to 10.7.168.173/16 lookup 100
+32766:  from all lookup main
+32767:  from all lookup default";
+
+/// Seed 002, `ip route show table 100` in the pod.
+const SEED_TABLE: &str = "default via 10.7.0.1 dev net1
+10.6.168.123 dev veth0 scope link
+10.7.0.0/16 dev net1 proto kernel scope link src 10.7.168.173
+10.96.0.0/12 via 10.6.168.123 dev veth0";
+
+/// The seed was written when net1's table was 100; current upstream keeps 100 for eth0 and numbers the
+/// first other NIC 101 (`cmd/coordinator/cmd/utils.go`: `len(links) + 98` with eth0, veth0, net1 up).
+const NET1_TABLE: &str = "101";
+
+struct Topology {
+    host: Netns,
+    gateway: Netns,
+    pod: Netns,
+}
+
+fn topology() -> Topology {
+    let host = Netns::new("host");
+    let gateway = Netns::new("gw");
+    let pod = Netns::new("pod");
+    host.ip(&[
+        "link",
+        "add",
+        "up0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "gw0",
+        "netns",
+        &gateway.name,
+    ]);
+    host.ip(&[
+        "link",
+        "add",
+        "up1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "gw1",
+        "netns",
+        &gateway.name,
+    ]);
+    for link in ["up0", "up1"] {
+        host.ip(&["link", "set", link, "up"]);
+    }
+    host.ip(&["addr", "add", "10.6.168.123/16", "dev", "up0"]);
+    host.ip(&["route", "add", "default", "via", "10.6.0.1"]);
+    gateway.ip(&["addr", "add", "10.6.0.1/16", "dev", "gw0"]);
+    gateway.ip(&["addr", "add", "10.7.0.1/16", "dev", "gw1"]);
+    for link in ["gw0", "gw1"] {
+        gateway.ip(&["link", "set", link, "up"]);
+    }
+    Topology { host, gateway, pod }
+}
+
+fn macvlan(master: &str, address: &str, gateway: &str) -> Value {
+    json!({"type": "macvlan", "master": master, "mode": "bridge", "mtu": 0,
+           "ipam": {"type": "static", "addresses": [{"address": address, "gateway": gateway}],
+                    "routes": [{"dst": "0.0.0.0/0", "gw": gateway}]}})
+}
+
+/// The coordinator entry every SpiderMultusConfig-generated NAD carries (contract 3.4), plus `extra`.
+fn coordinator(extra: Value) -> Value {
+    let mut entry =
+        json!({"txQueueLen": 0, "tunePodRoutes": true, "mode": "auto", "type": "coordinator"});
+    if let (Some(entry), Some(extra)) = (entry.as_object_mut(), extra.as_object()) {
+        entry.extend(extra.clone());
+    }
+    entry
+}
+
+fn invocation(pod: &Netns, container_id: &str, ifname: &str) -> Invocation {
+    Invocation {
+        command: "ADD".into(),
+        container_id: container_id.into(),
+        netns: Some(pod.path()),
+        ifname: ifname.into(),
+        args: format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID={container_id};K8S_POD_UID=uid-1"
+        ),
+    }
+}
+
+fn add(chain: &Chain, topology: &Topology, invocation: &Invocation) -> Value {
+    chain
+        .add(&topology.host, invocation)
+        .unwrap_or_else(|(plugin, output)| {
+            panic!(
+                "{plugin} ADD failed: {}\nstderr: {}",
+                output.stdout, output.stderr
+            )
+        })
+}
+
+fn write_fallback(directory: &std::path::Path, body: Value) -> String {
+    std::fs::create_dir_all(directory).expect("create fallback dir");
+    let path = directory.join("spidercoordinator.json");
+    std::fs::write(&path, body.to_string()).expect("write fallback");
+    path.display().to_string()
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("spcni-{name}-{}", std::process::id())))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn two_nic_pod_gets_the_policy_routing_of_seed_002_and_del_cleans_the_host() {
+    let test = "two_nic_pod_gets_the_policy_routing_of_seed_002_and_del_cleans_the_host";
+    if !can_use_netns(test) || !has_debian_plugins(test) {
+        return;
+    }
+    let topology = topology();
+    let files = TempDir::new("two-nic");
+    // serviceCIDR is not in the NAD entry: it comes from the SpiderCoordinator fallback (its status).
+    let fallback = write_fallback(
+        &files.0,
+        json!({"spec": {"mode": "auto"}, "status": {"serviceCIDR": ["10.96.0.0/12"]}}),
+    );
+    let container_id = "4f1c2d3e5a6b7c8d9e0f";
+    let first = Chain::new(
+        "macvlan-up0",
+        "0.3.1",
+        vec![
+            json!({"type": "ifacer", "interfaces": ["up0"]}),
+            macvlan("up0", "10.6.168.173/16", "10.6.0.1"),
+            coordinator(json!({"spiderCoordinatorFile": fallback})),
+        ],
+    );
+    let second = Chain::new(
+        "macvlan-up1",
+        "1.0.0",
+        vec![
+            macvlan("up1", "10.7.168.173/16", "10.7.0.1"),
+            coordinator(json!({"spiderCoordinatorFile": fallback})),
+        ],
+    );
+    let eth0 = invocation(&topology.pod, container_id, "eth0");
+    let net1 = invocation(&topology.pod, container_id, "net1");
+
+    let eth0_result = add(&first, &topology, &eth0);
+    assert_eq!(
+        eth0_result["ips"][0]["address"], "10.6.168.173/16",
+        "coordinator returns prevResult"
+    );
+    assert_eq!(eth0_result["cniVersion"], "0.3.1");
+    let net1_result = add(&second, &topology, &net1);
+    assert_eq!(net1_result["ips"][0]["address"], "10.7.168.173/16");
+
+    // --- inside the pod: compare with the seed ---
+    let expected_rules: Vec<String> = normalise(SEED_RULES)
+        .into_iter()
+        .map(|line| line.replace("lookup 100", &format!("lookup {NET1_TABLE}")))
+        .collect();
+    let actual_rules = normalise(&topology.pod.ip(&["rule", "show"]));
+    side_by_side(
+        "ip rule show (seed table 100 -> upstream table 101)",
+        &expected_rules,
+        &actual_rules,
+    );
+    let expected_table = normalise(SEED_TABLE);
+    let actual_table = normalise(&topology.pod.ip(&["route", "show", "table", NET1_TABLE]));
+    side_by_side(
+        &format!("ip route show table {NET1_TABLE} (seed: table 100)"),
+        &expected_table,
+        &actual_table,
+    );
+    let main = normalise(&topology.pod.ip(&["route", "show", "table", "main"]));
+    eprintln!(
+        "=== ip route show main (seed shows only its first line) ===\n{}",
+        main.join("\n")
+    );
+    assert_eq!(actual_rules, expected_rules);
+    assert_eq!(actual_table, expected_table);
+    assert_eq!(
+        main.iter()
+            .filter(|line| line.starts_with("default"))
+            .collect::<Vec<_>>(),
+        vec!["default via 10.6.0.1 dev eth0"]
+    );
+    assert!(
+        main.contains(&"10.6.168.123 dev veth0 scope link".to_string()),
+        "{main:?}"
+    );
+    assert!(
+        main.contains(&"10.96.0.0/12 via 10.6.168.123 dev veth0".to_string()),
+        "{main:?}"
+    );
+
+    // --- on the host: veth, rule and per-pod routes in hostRuleTable 500 ---
+    let host_veth = "veth4f1c2d3e5a6";
+    assert!(topology.host.has_link(host_veth));
+    let host_rules = normalise(&topology.host.ip(&["rule", "show"]));
+    assert!(
+        host_rules.contains(&"1000: from all lookup 500".to_string()),
+        "{host_rules:?}"
+    );
+    let host_table = normalise(&topology.host.ip(&["route", "show", "table", "500"]));
+    eprintln!(
+        "=== host: ip route show table 500 ===\n{}",
+        host_table.join("\n")
+    );
+    assert_eq!(
+        host_table,
+        vec![
+            format!("10.6.168.173 dev {host_veth} scope link"),
+            format!("10.7.168.173 dev {host_veth} scope link"),
+        ]
+    );
+    // The node reaches both pod addresses through the veth (a TCP RST proves the round trip).
+    assert!(
+        tcp_reachable(&topology.host, "10.6.168.173", 9),
+        "host -> eth0 address"
+    );
+    assert!(
+        tcp_reachable(&topology.host, "10.7.168.173", 9),
+        "host -> net1 address (reply via table 101)"
+    );
+    // And the pod reaches the outside through eth0's gateway.
+    assert!(
+        tcp_reachable(&topology.pod, "10.6.0.1", 9),
+        "pod -> gateway"
+    );
+
+    // --- DEL (Multus order: last NIC first), twice, then once more after the pod netns is gone ---
+    for _ in 0..2 {
+        second
+            .del(&topology.host, &net1, Some(&net1_result))
+            .unwrap_or_else(|(p, o)| panic!("{p} DEL: {o:?}"));
+        first
+            .del(&topology.host, &eth0, Some(&eth0_result))
+            .unwrap_or_else(|(p, o)| panic!("{p} DEL: {o:?}"));
+    }
+    assert!(!topology.host.has_link(host_veth), "host veth removed");
+    assert_eq!(
+        topology.host.ip(&["route", "show", "table", "500"]).trim(),
+        "",
+        "host routes removed"
+    );
+    let Topology { host, gateway, pod } = topology;
+    drop(pod);
+    let mut late = eth0.clone();
+    late.netns = Some("/var/run/netns/spcni-never-created".into());
+    let coordinator_only = Chain::new("macvlan-up0", "0.4.0", vec![coordinator(json!({}))]);
+    coordinator_only
+        .del(&host, &late, Some(&eth0_result))
+        .unwrap_or_else(|(p, o)| panic!("{p} DEL: {o:?}"));
+    drop(gateway);
+}
+
+#[test]
+fn ip_conflict_detection_rejects_an_address_answered_by_another_host() {
+    let test = "ip_conflict_detection_rejects_an_address_answered_by_another_host";
+    if !can_use_netns(test) || !has_debian_plugins(test) {
+        return;
+    }
+    let topology = topology();
+    // A responder on the same L2 (a macvlan of up0 in bridge mode) already holds 10.6.168.50.
+    let responder = Netns::new("responder");
+    topology.host.ip(&[
+        "link", "add", "r0", "link", "up0", "type", "macvlan", "mode", "bridge",
+    ]);
+    topology
+        .host
+        .ip(&["link", "set", "r0", "netns", &responder.name]);
+    responder.ip(&["addr", "add", "10.6.168.50/16", "dev", "r0"]);
+    responder.ip(&["link", "set", "r0", "up"]);
+
+    let chain = |address: &str| {
+        Chain::new(
+            "macvlan-up0",
+            "1.0.0",
+            vec![
+                macvlan("up0", address, "10.6.0.1"),
+                coordinator(json!({"detectIPConflict": true})),
+            ],
+        )
+    };
+    let (plugin, output) = chain("10.6.168.50/16")
+        .add(
+            &topology.host,
+            &invocation(&topology.pod, "conflict1", "eth0"),
+        )
+        .expect_err("conflicting address must be refused");
+    assert_eq!(plugin, "coordinator");
+    assert_eq!(output.error_code(), Some(102), "{output:?}");
+    let responder_mac = responder.ip(&["-br", "link", "show", "r0"]);
+    eprintln!(
+        "conflict error: {}  (responder: {})",
+        output.stdout.trim(),
+        responder_mac.trim()
+    );
+    assert!(
+        output
+            .error_msg()
+            .starts_with("ip conflict: 10.6.168.50 is already used by "),
+        "{}",
+        output.error_msg()
+    );
+    assert!(
+        responder_mac.contains(output.error_msg().rsplit(' ').next().unwrap_or("?")),
+        "MAC of the responder"
+    );
+
+    // A free address passes the same check.
+    let other_pod = Netns::new("pod2");
+    chain("10.6.168.51/16")
+        .add(&topology.host, &invocation(&other_pod, "conflict2", "eth0"))
+        .unwrap_or_else(|(p, o)| panic!("{p}: {o:?}"));
+}
+
+#[test]
+fn gateway_detection_passes_with_a_live_gateway_and_fails_without_one() {
+    let test = "gateway_detection_passes_with_a_live_gateway_and_fails_without_one";
+    if !can_use_netns(test) || !has_debian_plugins(test) {
+        return;
+    }
+    let topology = topology();
+    let chain = |gateway: &str| {
+        Chain::new(
+            "macvlan-up0",
+            "0.4.0",
+            vec![
+                macvlan("up0", "10.6.168.60/16", gateway),
+                coordinator(json!({"detectGateway": true})),
+            ],
+        )
+    };
+    chain("10.6.0.1")
+        .add(
+            &topology.host,
+            &invocation(&topology.pod, "gateway1", "eth0"),
+        )
+        .unwrap_or_else(|(p, o)| panic!("live gateway: {p}: {o:?}"));
+
+    let other_pod = Netns::new("pod2");
+    let (plugin, output) = chain("10.6.0.254")
+        .add(&topology.host, &invocation(&other_pod, "gateway2", "eth0"))
+        .expect_err("dead gateway must fail");
+    assert_eq!(plugin, "coordinator");
+    assert_eq!(output.error_code(), Some(103), "{output:?}");
+    assert_eq!(
+        output.error_msg(),
+        "gateway 10.6.0.254 is unreachable from eth0"
+    );
+}
+
+#[test]
+fn underlay_options_are_applied_to_pod_and_veth() {
+    let test = "underlay_options_are_applied_to_pod_and_veth";
+    if !can_use_netns(test) || !has_debian_plugins(test) {
+        return;
+    }
+    let topology = topology();
+    let chain = Chain::new(
+        "macvlan-up0",
+        "1.0.0",
+        vec![
+            macvlan("up0", "10.6.168.173/16", "10.6.0.1"),
+            coordinator(json!({
+                "txQueueLen": 2000, "vethLinkAddress": "169.254.200.1", "vethMTU": 1400, "podMACPrefix": "0a:1b",
+                "mode": "underlay", "podRPFilter": 2, "hijackCIDR": ["172.30.0.0/16"], "hostRuleTable": 600,
+                "policyRoutes": [{"dst": "192.168.50.0/24", "gw": "10.6.0.1"}]
+            })),
+        ],
+    );
+    let container_id = "options0123456";
+    let host_veth = spiderpool_cni::coordinator::plan::host_veth_name(container_id);
+    assert_eq!(host_veth, "vethoptions0123");
+    let eth0 = invocation(&topology.pod, container_id, "eth0");
+    let result = add(&chain, &topology, &eth0);
+
+    let link = topology.pod.ip(&["link", "show", "eth0"]);
+    assert!(
+        link.contains("link/ether 0a:1b:0a:06:a8:ad"),
+        "MAC = prefix + IP suffix: {link}"
+    );
+    assert!(link.contains("qlen 2000"), "{link}");
+    let veth = topology.pod.ip(&["addr", "show", "veth0"]);
+    assert!(
+        veth.contains("mtu 1400") && veth.contains("inet 169.254.200.1/32"),
+        "{veth}"
+    );
+    assert!(
+        topology
+            .host
+            .ip(&["link", "show", &host_veth])
+            .contains("mtu 1400")
+    );
+    let rp_filter = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topology.pod.name,
+            "cat",
+            "/proc/sys/net/ipv4/conf/all/rp_filter",
+        ])
+        .output()
+        .expect("read rp_filter");
+    assert_eq!(String::from_utf8_lossy(&rp_filter.stdout).trim(), "2");
+    let main = normalise(&topology.pod.ip(&["route", "show"]));
+    eprintln!("=== pod main table ===\n{}", main.join("\n"));
+    assert!(
+        main.contains(&"172.30.0.0/16 via 10.6.168.123 dev veth0".to_string()),
+        "{main:?}"
+    );
+    assert!(
+        main.contains(&"192.168.50.0/24 via 10.6.0.1 dev eth0".to_string()),
+        "{main:?}"
+    );
+    assert!(
+        normalise(&topology.host.ip(&["rule", "show"]))
+            .contains(&"1000: from all lookup 600".to_string())
+    );
+    assert!(tcp_reachable(&topology.host, "10.6.168.173", 9));
+
+    chain
+        .del(&topology.host, &eth0, Some(&result))
+        .unwrap_or_else(|(p, o)| panic!("{p}: {o:?}"));
+    assert!(!topology.host.has_link(&host_veth));
+    assert_eq!(
+        topology.host.ip(&["route", "show", "table", "600"]).trim(),
+        ""
+    );
+}
+
+#[test]
+fn default_route_nic_annotation_from_the_fallback_moves_the_default_route_to_net1() {
+    let test = "default_route_nic_annotation_from_the_fallback_moves_the_default_route_to_net1";
+    if !can_use_netns(test) || !has_debian_plugins(test) {
+        return;
+    }
+    let topology = topology();
+    let files = TempDir::new("default-route-nic");
+    let fallback = write_fallback(
+        &files.0,
+        json!({
+            "spec": {"podDefaultRouteNIC": "eth0"},
+            "pods": {"default/web-0": {"annotations": {"ipam.spidernet.io/default-route-nic": "net1"}}}
+        }),
+    );
+    let entry = coordinator(json!({"spiderCoordinatorFile": fallback}));
+    let first = Chain::new(
+        "a",
+        "1.0.0",
+        vec![macvlan("up0", "10.6.168.173/16", "10.6.0.1"), entry.clone()],
+    );
+    let second = Chain::new(
+        "b",
+        "1.0.0",
+        vec![macvlan("up1", "10.7.168.173/16", "10.7.0.1"), entry],
+    );
+    add(&first, &topology, &invocation(&topology.pod, "drn", "eth0"));
+    add(
+        &second,
+        &topology,
+        &invocation(&topology.pod, "drn", "net1"),
+    );
+
+    let main = normalise(&topology.pod.ip(&["route", "show"]));
+    let table = normalise(&topology.pod.ip(&["route", "show", "table", NET1_TABLE]));
+    let rules = normalise(&topology.pod.ip(&["rule", "show"]));
+    eprintln!(
+        "=== main ===\n{}\n=== table {NET1_TABLE} ===\n{}\n=== rules ===\n{}",
+        main.join("\n"),
+        table.join("\n"),
+        rules.join("\n")
+    );
+    assert_eq!(
+        main.iter()
+            .filter(|line| line.starts_with("default"))
+            .collect::<Vec<_>>(),
+        vec!["default via 10.7.0.1 dev net1"]
+    );
+    assert!(
+        table.contains(&"default via 10.6.0.1 dev eth0".to_string()),
+        "{table:?}"
+    );
+    assert!(
+        rules.contains(&format!("32764: from 10.6.168.173 lookup {NET1_TABLE}")),
+        "{rules:?}"
+    );
+}
+
+#[test]
+fn overlay_mode_uses_the_existing_eth0_veth() {
+    let test = "overlay_mode_uses_the_existing_eth0_veth";
+    if !can_use_netns(test) || !has_debian_plugins(test) {
+        return;
+    }
+    let topology = topology();
+    // eth0 as an overlay CNI (e.g. Calico) would leave it: a veth to the host with a /32 and a default route.
+    topology.host.ip(&[
+        "link",
+        "add",
+        "cali12345",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &topology.pod.name,
+    ]);
+    topology.host.ip(&["link", "set", "cali12345", "up"]);
+    topology
+        .pod
+        .ip(&["addr", "add", "10.233.64.10/32", "dev", "eth0"]);
+    topology.pod.ip(&["link", "set", "eth0", "up"]);
+    topology.pod.ip(&[
+        "route",
+        "add",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ]);
+    topology.pod.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+    ]);
+
+    let chain = Chain::new(
+        "macvlan-up1",
+        "1.0.0",
+        vec![
+            macvlan("up1", "10.7.168.173/16", "10.7.0.1"),
+            coordinator(json!({"serviceCIDR": ["10.96.0.0/12"]})),
+        ],
+    );
+    let net1 = invocation(&topology.pod, "overlay1", "net1");
+    let result = add(&chain, &topology, &net1);
+    let rules = normalise(&topology.pod.ip(&["rule", "show"]));
+    let table = normalise(&topology.pod.ip(&["route", "show", "table", NET1_TABLE]));
+    let table100 = normalise(&topology.pod.ip(&["route", "show", "table", "100"]));
+    eprintln!(
+        "=== overlay rules ===\n{}\n=== table {NET1_TABLE} ===\n{}\n=== table 100 ===\n{}",
+        rules.join("\n"),
+        table.join("\n"),
+        table100.join("\n")
+    );
+    assert!(
+        !topology.pod.has_link("veth0"),
+        "overlay mode creates no veth"
+    );
+    assert!(
+        rules.contains(&format!("32764: from 10.7.168.173 lookup {NET1_TABLE}")),
+        "{rules:?}"
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|rule| rule.ends_with("from 10.233.64.10 lookup 100")),
+        "{rules:?}"
+    );
+    assert!(
+        table.contains(&"default via 10.7.0.1 dev net1".to_string()),
+        "{table:?}"
+    );
+    let main = normalise(&topology.pod.ip(&["route", "show"]));
+    assert!(
+        main.contains(&"10.96.0.0/12 via 10.6.168.123 dev eth0".to_string()),
+        "first overlay NIC: {main:?}"
+    );
+    assert!(
+        table100.contains(&"default via 169.254.1.1 dev eth0".to_string()),
+        "{table100:?}"
+    );
+    let host_table = normalise(&topology.host.ip(&["route", "show", "table", "500"]));
+    assert_eq!(
+        host_table,
+        vec!["10.7.168.173 dev cali12345 scope link".to_string()]
+    );
+
+    chain
+        .del(&topology.host, &net1, Some(&result))
+        .unwrap_or_else(|(p, o)| panic!("{p}: {o:?}"));
+    assert!(
+        topology.host.has_link("cali12345"),
+        "the overlay CNI's veth is not ours to delete"
+    );
+    assert_eq!(
+        topology.host.ip(&["route", "show", "table", "500"]).trim(),
+        ""
+    );
+}
+
+#[test]
+fn coordinator_check_finds_the_interface() {
+    let test = "coordinator_check_finds_the_interface";
+    if !can_use_netns(test) || !has_debian_plugins(test) {
+        return;
+    }
+    let topology = topology();
+    let chain = Chain::new(
+        "c",
+        "1.0.0",
+        vec![
+            macvlan("up0", "10.6.168.173/16", "10.6.0.1"),
+            coordinator(json!({})),
+        ],
+    );
+    let eth0 = invocation(&topology.pod, "check1", "eth0");
+    let result = add(&chain, &topology, &eth0);
+    let config =
+        json!({"cniVersion": "1.0.0", "name": "c", "type": "coordinator", "prevResult": result});
+    let check = Invocation {
+        command: "CHECK".into(),
+        ..eth0.clone()
+    };
+    let output = run_plugin(
+        Some(&topology.host),
+        &common::plugin_binary("coordinator"),
+        &check,
+        &config.to_string(),
+    );
+    assert!(output.success && output.stdout.is_empty(), "{output:?}");
+    let missing = Invocation {
+        ifname: "net7".into(),
+        ..check
+    };
+    let output = run_plugin(
+        Some(&topology.host),
+        &common::plugin_binary("coordinator"),
+        &missing,
+        &config.to_string(),
+    );
+    assert!(!output.success);
+    assert_eq!(
+        output.error_msg(),
+        "interface net7 does not exist in the pod"
+    );
+}
