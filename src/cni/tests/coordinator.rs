@@ -277,7 +277,14 @@ fn two_nic_pod_gets_the_policy_routing_of_seed_002_and_del_cleans_the_host() {
     drop(pod);
     let mut late = eth0.clone();
     late.netns = Some("/var/run/netns/spcni-never-created".into());
-    let coordinator_only = Chain::new("macvlan-up0", "0.4.0", vec![coordinator(json!({}))]);
+    // The pod netns is gone and the fallback file is unreadable: DEL still succeeds.
+    let coordinator_only = Chain::new(
+        "macvlan-up0",
+        "0.4.0",
+        vec![coordinator(
+            json!({"spiderCoordinatorFile": "/nonexistent/spidercoordinator.json"}),
+        )],
+    );
     coordinator_only
         .del(&host, &late, Some(&eth0_result))
         .unwrap_or_else(|(p, o)| panic!("{p} DEL: {o:?}"));

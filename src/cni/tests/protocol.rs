@@ -153,3 +153,16 @@ fn coordinator_unknown_mode_is_rejected() {
     assert_eq!(output.error_code(), Some(7));
     assert!(output.error_msg().starts_with("unknown tuneMode: sideways"));
 }
+
+#[test]
+fn coordinator_rejects_unknown_cni_args_without_ignore_unknown() {
+    let mut bad = invocation("ADD");
+    bad.args = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;FOO=bar".into();
+    let config = r#"{"cniVersion":"0.3.1","name":"n","type":"coordinator","mode":"disabled"}"#;
+    let output = run_plugin(None, &plugin_binary("coordinator"), &bad, config);
+    assert_eq!(output.error_code(), Some(4), "{output:?}");
+    assert_eq!(
+        output.error_msg(),
+        r#"failed to load CNI ENV args: ARGS: unknown args ["FOO=bar"]"#
+    );
+}

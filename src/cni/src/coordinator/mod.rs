@@ -28,7 +28,7 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 
 use self::config::{
-    CoordinatorConfig, FallbackSource, FileFallback, Mode, Settings, StaticFallback,
+    CoordinatorConfig, Fallback, FallbackSource, FileFallback, Mode, Settings, StaticFallback,
 };
 use self::plan::{
     DEFAULT_POD_RULE_TABLE, HOST_RULE_PRIORITY, ModeDecision, UNDERLAY_VETH, decide_tune,
@@ -40,7 +40,7 @@ use crate::netlink::{
     default_destination, is_global_unicast,
 };
 use crate::netns;
-use crate::protocol::{CniError, CniResult, Context, ErrorCode, Plugin, logging};
+use crate::protocol::{CniError, CniResult, Context, ErrorCode, K8S_ARG_KEYS, Plugin, logging};
 
 /// Tries and per-try timeout of the ARP checks (upstream: 3 tries, 100 ms).
 const DETECTION_TRIES: u32 = 3;
@@ -64,17 +64,25 @@ impl Coordinator {
         Self { fallback }
     }
 
-    fn settings(
+    fn fallback(
         &self,
         context: &Context,
         config: &CoordinatorConfig,
-    ) -> Result<Settings, CniError> {
+    ) -> Result<Fallback, CniError> {
         let pod = context.k8s();
-        let fallback = match &config.spider_coordinator_file {
-            Some(path) => FileFallback::new(path).load(&pod)?,
-            None => self.fallback.load(&pod)?,
-        };
-        let settings = Settings::merge(config, &fallback)?;
+        match &config.spider_coordinator_file {
+            Some(path) => FileFallback::new(path).load(&pod),
+            None => self.fallback.load(&pod),
+        }
+    }
+
+    /// Merge and validate, then apply the logging options.
+    fn settings(
+        &self,
+        config: &CoordinatorConfig,
+        fallback: &Fallback,
+    ) -> Result<Settings, CniError> {
+        let settings = Settings::merge(config, fallback)?;
         if let Some(file) = &settings.log_file {
             logging::log_to_file(file)?;
         }
@@ -91,8 +99,9 @@ impl Plugin for Coordinator {
     }
 
     fn add(&self, context: &Context) -> Result<CniResult, CniError> {
+        check_cni_args(context)?;
         let config: CoordinatorConfig = context.config()?;
-        let settings = self.settings(context, &config)?;
+        let settings = self.settings(&config, &self.fallback(context, &config)?)?;
         if settings.mode == Mode::Disable {
             return Ok(context.pass_through());
         }
@@ -120,15 +129,14 @@ impl Plugin for Coordinator {
     }
 
     fn del(&self, context: &Context) -> Result<(), CniError> {
+        check_cni_args(context)?;
         let config: CoordinatorConfig = context.config()?;
-        let settings = match self.settings(context, &config) {
-            Ok(settings) => settings,
-            Err(error) if error.code == ErrorCode::INVALID_NETWORK_CONFIG => return Err(error),
-            Err(error) => {
-                log::warn!("DEL: using default settings: {error}");
-                Settings::merge(&config, &config::Fallback::default())?
-            }
-        };
+        // An unreadable fallback must not block cleanup: DEL then uses the built-in defaults.
+        let fallback = self.fallback(context, &config).unwrap_or_else(|error| {
+            log::warn!("DEL: using default coordinator settings: {error}");
+            Fallback::default()
+        });
+        let settings = self.settings(&config, &fallback)?;
         if settings.mode == Mode::Disable {
             return Ok(());
         }
@@ -137,7 +145,7 @@ impl Plugin for Coordinator {
 
     fn check(&self, context: &Context) -> Result<(), CniError> {
         let config: CoordinatorConfig = context.config()?;
-        let settings = self.settings(context, &config)?;
+        let settings = self.settings(&config, &self.fallback(context, &config)?)?;
         if settings.mode == Mode::Disable {
             return Ok(());
         }
@@ -157,6 +165,15 @@ impl Plugin for Coordinator {
             Ok(())
         })
     }
+}
+
+/// Unknown `CNI_ARGS` keys fail unless `IgnoreUnknown` is set, as upstream's `types.LoadArgs`.
+fn check_cni_args(context: &Context) -> Result<(), CniError> {
+    context
+        .env
+        .args
+        .check_known(K8S_ARG_KEYS)
+        .map_err(|error| error.context("failed to load CNI ENV args"))
 }
 
 /// What ADD learns inside the pod before changing anything.

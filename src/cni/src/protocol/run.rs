@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::config::Context;
 use super::env::{Command, Environment};
@@ -203,29 +203,47 @@ pub fn run<P: Plugin>(plugin: P) -> ExitCode {
         }
     };
 
-    let timeout = plugin.timeout();
+    let deadline = Instant::now() + plugin.timeout();
     let outcome = match Environment::from_process() {
         Err(error) => Outcome::failed(error),
-        Ok(env) => {
-            let mut stdin = Vec::new();
-            match std::io::stdin().read_to_end(&mut stdin) {
-                Err(error) => Outcome::failed(CniError::new(
-                    super::ErrorCode::IO_FAILURE,
-                    format!("failed to read network configuration from stdin: {error}"),
-                )),
-                Ok(_) => {
-                    let (outcome, timed_out) = run_guarded(Arc::new(plugin), env, stdin, timeout);
-                    if timed_out {
-                        emit(&mut *result_stream, &outcome);
-                        // The worker may be stuck in a syscall: end the process instead of waiting for it.
-                        std::process::exit(1);
-                    }
-                    outcome
+        Ok(env) => match read_stdin(deadline) {
+            Err(error) => Outcome::failed(error),
+            Ok(stdin) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let (outcome, timed_out) = run_guarded(Arc::new(plugin), env, stdin, remaining);
+                if timed_out {
+                    emit(&mut *result_stream, &outcome);
+                    // The worker may be stuck in a syscall: end the process instead of waiting for it.
+                    std::process::exit(1);
                 }
+                outcome
             }
-        }
+        },
     };
     emit(&mut *result_stream, &outcome)
+}
+
+/// Read the whole configuration from stdin, giving up at `deadline` (a runtime that never closes stdin
+/// must not hang the plugin past its timeout).
+fn read_stdin(deadline: Instant) -> Result<Vec<u8>, CniError> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("cni-stdin".into())
+        .spawn(move || {
+            let mut stdin = Vec::new();
+            let _ = sender.send(std::io::stdin().read_to_end(&mut stdin).map(|_| stdin));
+        })
+        .map_err(|error| CniError::internal(format!("failed to start stdin reader: {error}")))?;
+    match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(Ok(stdin)) => Ok(stdin),
+        Ok(Err(error)) => Err(CniError::new(
+            super::ErrorCode::IO_FAILURE,
+            format!("failed to read network configuration from stdin: {error}"),
+        )),
+        Err(_) => Err(CniError::try_again_later(
+            "timed out reading the network configuration from stdin",
+        )),
+    }
 }
 
 fn emit(stream: &mut dyn Write, outcome: &Outcome) -> ExitCode {
