@@ -157,3 +157,161 @@ pub fn binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug")));
     dir.join(name)
 }
+
+/// A running controller-manager process, started once per test binary by [`controller_manager`].
+pub struct ControllerManager {
+    /// `host:port` of its admin server (`/livez`, `/readyz`, `/metrics`).
+    pub admin_addr: std::net::SocketAddr,
+    /// Its log file (stderr).
+    pub log_path: PathBuf,
+}
+
+static CONTROLLER_MANAGER: std::sync::OnceLock<Result<ControllerManager, String>> =
+    std::sync::OnceLock::new();
+
+/// Starts the controller-manager binary against the test control plane (once per test binary)
+/// and waits until `/readyz` answers 200. Extra flags come from `args`; every call in one binary
+/// must pass the same ones.
+///
+/// The process is spawned from a dedicated thread that lives as long as the test binary, with a
+/// parent-death signal, so it never outlives the tests.
+pub async fn controller_manager(args: &[&str]) -> anyhow::Result<&'static ControllerManager> {
+    let started = CONTROLLER_MANAGER
+        .get_or_init(|| start_controller_manager(args).map_err(|error| format!("{error:#}")));
+    let manager = started
+        .as_ref()
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    wait_for(
+        "controller-manager /readyz",
+        Duration::from_secs(60),
+        || async {
+            match http_get(manager.admin_addr, "/readyz").await {
+                Ok((200, _)) => Ok(Some(())),
+                Ok((status, body)) => anyhow::bail!("status {status}: {body}"),
+                Err(error) => Err(error),
+            }
+        },
+    )
+    .await
+    .with_context(|| format!("controller-manager log: {}", manager.log_path.display()))?;
+    Ok(manager)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn start_controller_manager(args: &[&str]) -> anyhow::Result<ControllerManager> {
+    let port = free_port()?;
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let binary_name = std::env::current_exe()
+        .ok()
+        .and_then(|path| {
+            path.file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "e2e".into());
+    let log_dir = std::env::var_os("SPIDERPOOL_E2E_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let log_path = log_dir.join(format!("controller-manager-{binary_name}.log"));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut command = Command::new(binary("spiderpool-controller-manager"));
+    command
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .arg("--admin-addr")
+        .arg(admin_addr.to_string())
+        .arg("--namespace")
+        .arg("default")
+        .arg("--leader-election-lease")
+        .arg(format!(
+            "spiderpool-e2e-{}",
+            binary_name.replace('_', "-").to_lowercase()
+        ))
+        .args(args)
+        .env(
+            "SPIDERPOOL_LOG_LEVEL",
+            "info,spiderpool_controller_manager=debug",
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    // The child must be spawned by a thread that lives as long as the process: the parent-death
+    // signal fires when the spawning *thread* exits.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let result = command.spawn();
+        let spawned = result
+            .map(|child| child.id())
+            .map_err(|error| error.to_string());
+        let _ = sender.send(spawned);
+        loop {
+            std::thread::park();
+        }
+    });
+    receiver
+        .recv()
+        .context("controller-manager spawner thread")?
+        .map_err(|error| anyhow::anyhow!("spawning the controller-manager: {error}"))?;
+    Ok(ControllerManager {
+        admin_addr,
+        log_path,
+    })
+}
+
+/// A minimal HTTP/1.1 GET (the admin server is plain HTTP on loopback); returns status and body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("malformed HTTP response: {head}"))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size_line, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size_line.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}

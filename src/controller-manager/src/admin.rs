@@ -23,12 +23,7 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Registers a condition that starts out unmet.
-    pub fn register(&self, name: &'static str) {
-        self.lock().insert(name, false);
-    }
-
-    /// Marks a condition as met (or no longer met).
+    /// Sets a condition as met or unmet (registering it on first use).
     pub fn set(&self, name: &'static str, ready: bool) {
         self.lock().insert(name, ready);
     }
@@ -121,8 +116,8 @@ mod tests {
     fn readiness_lists_only_unmet_conditions() {
         let readiness = Readiness::default();
         assert!(readiness.unmet().is_empty());
-        readiness.register("cache");
-        readiness.register("leader");
+        readiness.set("cache", false);
+        readiness.set("leader", false);
         readiness.set("leader", true);
         assert_eq!(readiness.unmet(), vec!["cache"]);
         readiness.set("cache", true);

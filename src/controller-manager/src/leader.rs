@@ -91,7 +91,7 @@ pub async fn run(
                 leading.send_replace(false);
             }
             Err(error) => {
-                tracing::warn!(%error, "leader election attempt failed");
+                tracing::warn!(%error, category = error.metric_label(), "leader election attempt failed");
                 // Step down before the lease can expire for the others, so two leaders never overlap.
                 let deadline = config.lease_duration.saturating_sub(config.renew_interval);
                 if last_renewal.is_some_and(|at| at.elapsed() >= deadline) && *leading.borrow() {

@@ -7,7 +7,10 @@
 
 mod admin;
 mod args;
+mod backoff;
 mod leader;
+mod metrics;
+mod multusconfig;
 mod probe;
 mod supervisor;
 

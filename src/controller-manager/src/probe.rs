@@ -75,15 +75,6 @@ pub enum ProbeError {
     Missing(Vec<String>),
 }
 
-impl ProbeError {
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            ProbeError::Discovery(_) => "discovery",
-            ProbeError::Missing(_) => "missing_api",
-        }
-    }
-}
-
 /// Checks that every API in `required` is served with list and watch verbs.
 pub async fn check(client: &Client, required: &[RequiredApi]) -> Result<(), ProbeError> {
     let mut groups: Vec<&str> = required.iter().map(|api| api.group).collect();
