@@ -24,12 +24,15 @@ if [ ! -x "$bin" ]; then
   # go.sum is committed; -mod=mod lets go fill in nothing but what go.sum already pins.
   pkg=k8s.io/component-base/version
   ldflags="-s -w -X ${pkg}.gitVersion=${K8S_VERSION} -X ${pkg}.gitMajor=${MAJOR} -X ${pkg}.gitMinor=${MINOR}"
-  ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  # gitCommit: a module zip has no commit; empty beats the "$Format:%H$" placeholder.
+  ldflags+=" -X ${pkg}.gitCommit= -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "building testenv (${K8S_VERSION}) into ${outdir} ..." >&2
   start=$(date +%s)
   # -p 2: two cores; more parallel compile jobs only add memory pressure.
   go build -p 2 -trimpath -ldflags "$ldflags" -o "${bin}.tmp" . >&2
   mv "${bin}.tmp" "$bin"
   echo "built in $(( $(date +%s) - start ))s: $(du -h "$bin" | cut -f1)" >&2
+  # Keep the three most recent builds (~130 MB each); a running binary survives its deletion.
+  ls -dt "${outdir%/*}"/*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
 fi
 echo "$bin"

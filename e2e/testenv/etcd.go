@@ -37,7 +37,7 @@ func startEtcd(dir string) (*embed.Etcd, string, error) {
 	cfg.UnsafeNoFsync = true
 	// No metrics listener, and keep etcd's zap logs out of our stdout/stderr.
 	cfg.ListenMetricsUrls = nil
-	cfg.LogLevel = "warn"
+	cfg.LogLevel = "error" // "warn" logs every request as "request stats"
 	cfg.LogOutputs = []string{filepath.Join(dir, "etcd.log")}
 
 	e, err := embed.StartEtcd(cfg)

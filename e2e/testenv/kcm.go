@@ -37,6 +37,9 @@ func kcmArgs(kubeconfig string, port int, p *pki) []string {
 		"--kubeconfig=" + kubeconfig,
 		"--authentication-kubeconfig=" + kubeconfig,
 		"--authorization-kubeconfig=" + kubeconfig,
+		// Clients authenticate to the apiserver with a token only, so it publishes no client CA in
+		// kube-system/extension-apiserver-authentication; don't keep looking it up.
+		"--authentication-skip-lookup=true",
 		"--controllers=" + strings.Join(kcmControllers, ","),
 		"--service-account-private-key-file=" + p.saKey,
 		"--root-ca-file=" + p.caCert,
