@@ -67,4 +67,11 @@ echo "control plane ready in $(( $(date +%s) - started ))s (dir $dir)" >&2
 export KUBECONFIG="$kubeconfig" SPIDERPOOL_E2E_KUBECONFIG="$kubeconfig" SPIDERPOOL_E2E_DIR="$dir" TESTENV="$testenv"
 "$testenv" kubectl apply --server-side -f "$repo/crds/" >&2
 "$testenv" kubectl wait --for=condition=Established --timeout=60s crd --all >&2
+# Established is not the end: aggregated discovery (which kubectl uses to resolve the
+# `spiderpool` category and short names) is refreshed asynchronously.
+for _ in $(seq 1 100); do
+  count=$("$testenv" kubectl api-resources --categories=spiderpool -o name 2>/dev/null | wc -l)
+  [ "$count" -ge 6 ] && break
+  sleep 0.2
+done
 "$@"

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -42,6 +43,33 @@ impl Readiness {
         self.conditions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sets `condition` once `store` has seen its first full list.
+///
+/// kube-runtime's `Store::wait_until_ready` wakes only the most recently registered waiter
+/// (its one-shot channel keeps a single waker), and the controller's own runner waits on the
+/// same store; re-polling on a short timer makes this waiter independent of that.
+pub async fn mark_ready_when_synced<K>(
+    store: kube::runtime::reflector::Store<K>,
+    readiness: Readiness,
+    condition: &'static str,
+) where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+            Ok(Ok(())) => {
+                readiness.set(condition, true);
+                tracing::info!(condition, "cache synced");
+                return;
+            }
+            // The writer is gone: the controller stopped; readiness is reset by the supervisor.
+            Ok(Err(_)) => return,
+            Err(_elapsed) => {}
+        }
     }
 }
 

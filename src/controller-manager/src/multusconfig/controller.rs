@@ -106,13 +106,11 @@ pub async fn run(context: Arc<Context>, readiness: Readiness) {
     let nads: Api<NetworkAttachmentDefinition> = Api::all(context.client.clone());
     let controller = Controller::new(smcs, watcher::Config::default().any_semantic())
         .owns(nads, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            readiness.set(READINESS, true);
-            tracing::info!(controller = CONTROLLER_NAME, "cache synced");
-        }
-    });
+    tokio::spawn(crate::admin::mark_ready_when_synced(
+        controller.store(),
+        readiness,
+        READINESS,
+    ));
     controller
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
