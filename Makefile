@@ -9,7 +9,8 @@ CARGO ?= cargo
 # k8s-openapi needs a Kubernetes version for `cargo check`-style commands that skip dev-dependencies.
 export K8S_OPENAPI_ENABLED_VERSION ?= 1.36
 export CARGO_TERM_COLOR ?= never
-BIN_DIR := $(CURDIR)/target/debug
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+BIN_DIR := $(TARGET_DIR)/debug
 
 .PHONY: help
 help:
@@ -71,5 +72,5 @@ run: deps build
 .PHONY: bench
 bench: deps
 	$(CARGO) build --workspace --bins --all-features --release
-	SPIDERPOOL_BIN_DIR=$(CURDIR)/target/release e2e/scripts/with-testenv.sh --with-controller-manager -- \
+	SPIDERPOOL_BIN_DIR=$(TARGET_DIR)/release e2e/scripts/with-testenv.sh --with-controller-manager -- \
 	  $(CARGO) test --release -p spiderpool-e2e --test bench -- --ignored --nocapture --test-threads=1
