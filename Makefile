@@ -73,4 +73,4 @@ run: deps build
 bench: deps
 	$(CARGO) build --workspace --bins --all-features --release
 	SPIDERPOOL_BIN_DIR=$(TARGET_DIR)/release e2e/scripts/with-testenv.sh --with-controller-manager -- \
-	  $(CARGO) test --release -p spiderpool-e2e --test bench -- --ignored --nocapture --test-threads=1
+	  $(CARGO) test --release -p spiderpool-e2e -- --ignored --nocapture --test-threads=1 2>&1 | tee bench.log | grep -E '^BENCH|^test result|panicked'
