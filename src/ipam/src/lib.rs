@@ -15,6 +15,8 @@
 //! - [`routes`], [`result`]: routes and the per-NIC result the CNI result and SpiderEndpoint are built
 //!   from.
 //! - [`config`], [`settings`]: the IPAM section of the CNI network config and the cluster settings.
+//! - `store` (feature `kube`): the allocation and release paths against the API server, with
+//!   compare-and-swap on the pool ledger and the SpiderEndpoint writes.
 
 pub mod annotations;
 pub mod cidr;
@@ -33,6 +35,8 @@ pub mod result;
 pub mod routes;
 pub mod selection;
 pub mod settings;
+#[cfg(feature = "kube")]
+pub mod store;
 
 pub use cidr::Cidr;
 pub use config::IpamConfig;

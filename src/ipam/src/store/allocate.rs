@@ -1,0 +1,783 @@
+//! CNI ADD (§5.2): return the stored allocation when the pod already holds this NIC, let a
+//! re-created StatefulSet pod take over its predecessor's addresses, otherwise select candidate
+//! pools and allocate every NIC of the plan with compare-and-swap, then record the result in the
+//! pod's SpiderEndpoint.
+//!
+//! All NICs are allocated before the endpoint is written; when any NIC fails (pool exhausted,
+//! conflicts exhausted, API error) the records this call created are released again, so a failed
+//! ADD leaves nothing behind, and a retried ADD starts from a clean ledger.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use spiderpool_api::constants::{
+    LABEL_INTERFACE, LABEL_IP_VERSION, LABEL_OWNER_APPLICATION_GV, LABEL_OWNER_APPLICATION_KIND,
+    LABEL_OWNER_APPLICATION_NAME, LABEL_OWNER_APPLICATION_NAMESPACE, LABEL_OWNER_APPLICATION_UID,
+    LABEL_OWNER_SPIDER_SUBNET,
+};
+use spiderpool_api::{SpiderIPPool, SpiderReservedIP};
+
+use super::cas::{CasStats, Step};
+use super::context::{pod_context, pool_query};
+use super::endpoint::new_endpoint;
+use super::objects::{detail_from_api, detail_to_api, pod_liveness, pool_view, reserved_set};
+use super::{Store, StoreError};
+use crate::annotations::{ANNO_POD_ROUTES, is_multiple_nic_without_names, parse_pod_routes};
+use crate::config::IpamConfig;
+use crate::ip::IpVersion;
+use crate::ledger::{
+    AllocateError, IpAndUid, PoolIpAllocation, PoolIpAllocations, allocate, release,
+};
+use crate::pod::{AppRef, PodContext, is_pod_alive};
+use crate::pool::PoolView;
+use crate::result::{
+    AllocationResult, IpAllocationDetail, IpConfig, addresses_by_pool, attach_custom_routes,
+    claim_unnamed_nic, endpoint_details, has_allocation_for, rename_unnamed_nics,
+    response_from_details, response_from_results,
+};
+use crate::routes::NicRoute;
+use crate::selection::{
+    AutoPoolRequest, CandidatePlan, CandidateSource, Candidates, PoolCandidate, SelectionContext,
+    SelectionError, filter_candidates, select_candidates,
+};
+use crate::settings::ClusterSettings;
+
+/// How long a failed ADD may keep trying to give back what it took.
+const ROLLBACK_BUDGET: Duration = Duration::from_secs(10);
+
+/// One CNI ADD.
+#[derive(Debug, Clone, Copy)]
+pub struct AddRequest<'a> {
+    pub namespace: &'a str,
+    pub pod_name: &'a str,
+    /// `CNI_IFNAME`.
+    pub nic: &'a str,
+    pub ipam: &'a IpamConfig,
+    pub settings: &'a ClusterSettings,
+    pub deadline: Instant,
+}
+
+/// Where the returned addresses came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddSource {
+    /// The pod's endpoint already held this NIC (repeated ADD, or a later NIC of an `ippools`
+    /// annotation).
+    Existing,
+    /// A re-created StatefulSet pod kept its predecessor's addresses.
+    StatefulSet,
+    /// Allocated now, with candidates from this source.
+    Allocated(CandidateSource),
+}
+
+/// The outcome of an ADD: the IP configs and routes of every NIC known for the pod (the CNI
+/// result keeps those of `CNI_IFNAME`).
+#[derive(Debug, Clone)]
+pub struct AddOutcome {
+    pub pod_uid: String,
+    pub ips: Vec<IpConfig>,
+    pub routes: Vec<NicRoute>,
+    pub source: AddSource,
+    pub stats: CasStats,
+}
+
+/// Everything selection reads.
+struct Inputs {
+    context: PodContext,
+    pools: Vec<SpiderIPPool>,
+    views: Vec<PoolView>,
+}
+
+impl Inputs {
+    fn pool(&self, name: &str) -> Option<&SpiderIPPool> {
+        self.pools
+            .iter()
+            .find(|pool| pool.metadata.name.as_deref() == Some(name))
+    }
+}
+
+/// An address this call holds in a pool.
+struct Taken {
+    pool: String,
+    ip: IpAddr,
+    /// The record was written by this call (not found already held by the pod UID).
+    created: bool,
+}
+
+fn selection_context<'a>(inputs: &'a Inputs, request: &'a AddRequest<'a>) -> SelectionContext<'a> {
+    SelectionContext {
+        pod: &inputs.context,
+        nic: request.nic,
+        ipam: request.ipam,
+        settings: request.settings,
+        pools: &inputs.views,
+        // `match_master_subnet` needs the SR-IOV PF of the pod netns, which this plugin does not
+        // probe: such pools are filtered out with upstream's "podNetNamespace is empty" reason.
+        master_interface: None,
+    }
+}
+
+impl Store {
+    /// CNI ADD for `request.nic` of the pod.
+    pub async fn allocate(&self, request: &AddRequest<'_>) -> Result<AddOutcome, StoreError> {
+        let (namespace, name) = (request.namespace, request.pod_name);
+        let pod = self
+            .get_pod(namespace, name)
+            .await?
+            .ok_or_else(|| StoreError::PodNotFound {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })?;
+        if !is_pod_alive(Some(&pod_liveness(&pod))) {
+            return Err(StoreError::DeadPod {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            });
+        }
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let top_controller = self.top_controller(&pod).await?;
+        let statefulset = request.settings.enable_stateful_set && top_controller.is_statefulset();
+        let mut stats = CasStats::default();
+        let mut inputs: Option<Inputs> = None;
+        let mut endpoint = self.get_endpoint(namespace, name).await?;
+
+        if let Some(existing) = endpoint.clone() {
+            let status = existing.status.clone().unwrap_or_default();
+            let mut details: Vec<IpAllocationDetail> =
+                status.current.ips.iter().map(detail_from_api).collect();
+            let same_uid = status.current.uid == uid;
+            if statefulset && !details.is_empty() {
+                let gathered = self.gather(&pod, top_controller.clone(), request).await?;
+                let candidates = self.candidates(&gathered, request).await?;
+                if statefulset_pools_changed(&details, &candidates, request.nic) {
+                    // §5.2 step 4, simplified: the whole old allocation goes and the pod is
+                    // allocated afresh from its current candidates.
+                    log::info!(
+                        "StatefulSet pod {namespace}/{name}: pool candidates changed, releasing {:?}",
+                        addresses_by_pool(&details, &status.current.uid)
+                    );
+                    stats.add(
+                        self.release_details(&details, &status.current.uid, request.deadline)
+                            .await?,
+                    );
+                    self.retire_endpoint(&existing, true).await?;
+                    endpoint = None;
+                    inputs = Some(gathered);
+                } else {
+                    // §5.2 step 5: take over the stored addresses under the new UID.
+                    if !same_uid {
+                        stats.add(
+                            self.rewrite_uids(&pod, &details, request.deadline)
+                                .await?,
+                        );
+                    }
+                    let node = gathered.context.node_name.clone();
+                    let serves_nic = has_allocation_for(&details, request.nic);
+                    claim_unnamed_nic(&mut details, request.nic);
+                    let stored: Vec<_> = details.iter().map(detail_to_api).collect();
+                    let new_uid = uid.clone();
+                    self.update_endpoint(namespace, name, |endpoint| {
+                        let status = endpoint.status.get_or_insert_with(Default::default);
+                        let changed = status.current.uid != new_uid
+                            || status.current.node != node
+                            || status.current.ips != stored;
+                        status.current.uid = new_uid.clone();
+                        status.current.node = node.clone();
+                        status.current.ips = stored.clone();
+                        changed
+                    })
+                    .await?;
+                    if serves_nic {
+                        let (ips, routes) = response_from_details(
+                            &details,
+                            request.settings.enable_ip_conflict_detection,
+                            request.settings.enable_gateway_detection,
+                        );
+                        return Ok(AddOutcome {
+                            pod_uid: uid,
+                            ips,
+                            routes,
+                            source: AddSource::StatefulSet,
+                            stats,
+                        });
+                    }
+                    // This NIC was never allocated: allocate it and append it below.
+                    endpoint = self.get_endpoint(namespace, name).await?;
+                    inputs = Some(gathered);
+                }
+            } else if same_uid {
+                if has_allocation_for(&details, request.nic) {
+                    // §5.2 step 6: a repeated ADD, or a later NIC of the `ippools` annotation.
+                    if claim_unnamed_nic(&mut details, request.nic) {
+                        let stored: Vec<_> = details.iter().map(detail_to_api).collect();
+                        self.update_endpoint(namespace, name, |endpoint| {
+                            let status = endpoint.status.get_or_insert_with(Default::default);
+                            let changed = status.current.ips != stored;
+                            status.current.ips = stored.clone();
+                            changed
+                        })
+                        .await?;
+                    }
+                    let (ips, routes) = response_from_details(
+                        &details,
+                        request.settings.enable_ip_conflict_detection,
+                        request.settings.enable_gateway_detection,
+                    );
+                    return Ok(AddOutcome {
+                        pod_uid: uid,
+                        ips,
+                        routes,
+                        source: AddSource::Existing,
+                        stats,
+                    });
+                }
+            } else {
+                // The endpoint of an earlier pod with the same name: it goes, and this pod gets a
+                // fresh allocation. The earlier pod's records are released by its own DEL (which
+                // finds them by its UID) or by garbage collection.
+                log::info!(
+                    "SpiderEndpoint {namespace}/{name} belongs to pod UID {}, replacing it for UID {uid}",
+                    status.current.uid
+                );
+                self.retire_endpoint(&existing, true).await?;
+                endpoint = None;
+            }
+        }
+
+        let inputs = match inputs {
+            Some(inputs) => inputs,
+            None => self.gather(&pod, top_controller.clone(), request).await?,
+        };
+        let mut candidates = self.candidates(&inputs, request).await?;
+        let source = candidates.source;
+        // NICs the endpoint (same UID) already holds are not allocated again.
+        if let Some(existing) = &endpoint {
+            let held: Vec<String> = existing
+                .status
+                .iter()
+                .flat_map(|status| status.current.ips.iter().map(|entry| entry.nic.clone()))
+                .collect();
+            candidates.nics.retain(|nic| !held.contains(&nic.nic));
+        }
+        let custom_routes = match inputs.context.annotations.get(ANNO_POD_ROUTES) {
+            Some(value) => parse_pod_routes(value)?,
+            None => Vec::new(),
+        };
+        let unnamed = source == CandidateSource::PodIpPools
+            && is_multiple_nic_without_names(&inputs.context.annotations);
+
+        let reservations = self.reserved_ips().await?;
+        let owner = PoolIpAllocation::new(inputs.context.namespaced_name(), uid.clone());
+        let mut taken: Vec<Taken> = Vec::new();
+        let mut results: Vec<AllocationResult> = Vec::new();
+        let mut failure: Option<StoreError> = None;
+        'nics: for nic in &candidates.nics {
+            for candidate in &nic.candidates {
+                match self
+                    .allocate_candidate(
+                        &inputs,
+                        &reservations,
+                        &owner,
+                        &nic.nic,
+                        candidate,
+                        request,
+                    )
+                    .await
+                {
+                    Ok((view, held, candidate_stats)) => {
+                        stats.add(candidate_stats);
+                        match AllocationResult::new(&view, held.ip, &nic.nic, nic.clean_gateway) {
+                            Ok(result) => results.push(result),
+                            Err(error) => failure = Some(error.into()),
+                        }
+                        taken.push(held);
+                        if failure.is_some() {
+                            break 'nics;
+                        }
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        break 'nics;
+                    }
+                }
+            }
+        }
+        if failure.is_none() {
+            attach_custom_routes(&mut results, &custom_routes);
+            if unnamed {
+                rename_unnamed_nics(&mut results);
+            }
+            let entries = endpoint_details(&results, unnamed)
+                .iter()
+                .map(detail_to_api)
+                .collect();
+            let desired = new_endpoint(&pod, &top_controller, !statefulset, entries);
+            if let Err(error) = self.write_endpoint(desired).await {
+                failure = Some(error);
+            }
+        }
+        if let Some(error) = failure {
+            stats.add(self.roll_back(&taken, &uid).await);
+            return Err(error);
+        }
+        let (mut ips, mut routes) = response_from_results(&results);
+        for ip in &mut ips {
+            ip.enable_ip_conflict_detection = request.settings.enable_ip_conflict_detection;
+            ip.enable_gateway_detection = request.settings.enable_gateway_detection;
+        }
+        // A later NIC appended to an existing endpoint: the earlier NICs' data stays valid.
+        if let Some(existing) = &endpoint {
+            let details: Vec<IpAllocationDetail> = existing
+                .status
+                .iter()
+                .flat_map(|status| status.current.ips.iter().map(detail_from_api))
+                .collect();
+            let (old_ips, old_routes) = response_from_details(
+                &details,
+                request.settings.enable_ip_conflict_detection,
+                request.settings.enable_gateway_detection,
+            );
+            ips.extend(old_ips);
+            routes.extend(old_routes);
+        }
+        Ok(AddOutcome {
+            pod_uid: uid,
+            ips,
+            routes,
+            source: AddSource::Allocated(source),
+            stats,
+        })
+    }
+
+    /// Reads the namespace, the pools the deciding source names (or all of them) and, when a
+    /// pool has a node affinity, the node.
+    async fn gather(
+        &self,
+        pod: &Pod,
+        top_controller: AppRef,
+        request: &AddRequest<'_>,
+    ) -> Result<Inputs, StoreError> {
+        let namespace = self.get_namespace(request.namespace).await?;
+        let pod_annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        let namespace_annotations = namespace
+            .as_ref()
+            .and_then(|namespace| namespace.metadata.annotations.clone())
+            .unwrap_or_default();
+        let query = pool_query(
+            &pod_annotations,
+            &namespace_annotations,
+            request.ipam,
+            request.settings,
+        );
+        let pools = self.fetch_pools(&query).await?;
+        let views: Vec<PoolView> = pools.iter().map(pool_view).collect();
+        let node = if views.iter().any(|view| view.node_affinity.is_some()) {
+            let node_name = pod
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.node_name.clone())
+                .unwrap_or_default();
+            self.get_node(&node_name).await?
+        } else {
+            None
+        };
+        Ok(Inputs {
+            context: pod_context(pod, namespace.as_ref(), node.as_ref(), top_controller),
+            pools,
+            views,
+        })
+    }
+
+    /// The filtered, ordered candidates (§5.3, §5.4), resolving auto pools in SpiderSubnet mode.
+    async fn candidates(
+        &self,
+        inputs: &Inputs,
+        request: &AddRequest<'_>,
+    ) -> Result<Candidates, StoreError> {
+        let context = selection_context(inputs, request);
+        match select_candidates(&context)? {
+            CandidatePlan::Pools(candidates) => Ok(candidates),
+            CandidatePlan::AutoPool(auto) => {
+                let (pools, candidates) = self.resolve_auto_pools(&auto, request).await?;
+                let views: Vec<PoolView> = pools.iter().map(pool_view).collect();
+                let context = SelectionContext {
+                    pools: &views,
+                    ..context
+                };
+                Ok(filter_candidates(&context, candidates)?)
+            }
+        }
+    }
+
+    /// `findAppAutoPool` for built-in controllers: waits (bounded by the settings and the
+    /// deadline) until the controller-manager has created the auto pool of each family.
+    async fn resolve_auto_pools(
+        &self,
+        auto: &AutoPoolRequest,
+        request: &AddRequest<'_>,
+    ) -> Result<(Vec<SpiderIPPool>, Candidates), StoreError> {
+        let controller = &auto.controller;
+        if controller.is_third_party() {
+            return Err(StoreError::AutoPool(format!(
+                "auto-created IPPools of third-party controller {}/{}/{} are not supported by this plugin yet: name the pools with 'ipam.spidernet.io/ippool' instead",
+                controller.kind, controller.namespace, controller.name
+            )));
+        }
+        let group_version = if controller.group.is_empty() {
+            controller.version.clone()
+        } else {
+            format!("{}_{}", controller.group, controller.version)
+        };
+        let mut found: Vec<SpiderIPPool> = Vec::new();
+        let mut names: [Option<String>; 2] = [None, None];
+        let families = [
+            (IpVersion::V4, auto.ipv4_subnet.as_ref()),
+            (IpVersion::V6, auto.ipv6_subnet.as_ref()),
+        ];
+        for (index, (version, subnet)) in families.into_iter().enumerate() {
+            let Some(subnet) = subnet else { continue };
+            let labels: BTreeMap<String, String> = [
+                (LABEL_OWNER_SPIDER_SUBNET, subnet.clone()),
+                (LABEL_OWNER_APPLICATION_GV, group_version.clone()),
+                (LABEL_OWNER_APPLICATION_KIND, controller.kind.clone()),
+                (LABEL_OWNER_APPLICATION_NAMESPACE, controller.namespace.clone()),
+                (LABEL_OWNER_APPLICATION_NAME, controller.name.clone()),
+                (LABEL_OWNER_APPLICATION_UID, controller.uid.clone()),
+                (LABEL_IP_VERSION, version.label_value().to_string()),
+                (LABEL_INTERFACE, auto.nic.clone()),
+            ]
+            .into_iter()
+            .map(|(key, value)| (key.to_string(), value))
+            .collect();
+            let wait = Duration::from_secs(
+                u64::try_from(request.settings.wait_subnet_pool_time_in_second.max(0))
+                    .unwrap_or(2),
+            );
+            let mut attempts = request.settings.wait_subnet_pool_max_retries.max(1);
+            loop {
+                let pools = self.pools_with_labels(&labels).await?;
+                match pools.len() {
+                    1 => {
+                        let pool = pools.into_iter().next().ok_or_else(|| {
+                            StoreError::Invalid("auto pool vanished from the list".into())
+                        })?;
+                        names[index] = pool.metadata.name.clone();
+                        found.push(pool);
+                        break;
+                    }
+                    0 => {}
+                    count => {
+                        return Err(StoreError::AutoPool(format!(
+                            "found {count} auto-created IPv{version} IPPools for {}/{}/{} interface {}, expected one",
+                            controller.kind, controller.namespace, controller.name, auto.nic
+                        )));
+                    }
+                }
+                attempts -= 1;
+                if attempts <= 0 || Instant::now() + wait >= request.deadline {
+                    return Err(StoreError::AutoPool(format!(
+                        "no matching auto-created IPPool candidate with matchLables '{labels:?}'"
+                    )));
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let candidates = auto.candidates(names[0].as_deref(), names[1].as_deref());
+        Ok((found, candidates))
+    }
+
+    /// Tries the pools of one candidate in order; the first that yields an address wins.
+    async fn allocate_candidate(
+        &self,
+        inputs: &Inputs,
+        reservations: &[SpiderReservedIP],
+        owner: &PoolIpAllocation,
+        nic: &str,
+        candidate: &PoolCandidate,
+        request: &AddRequest<'_>,
+    ) -> Result<(PoolView, Taken, CasStats), StoreError> {
+        let reserved = reserved_set(reservations, candidate.ip_version);
+        let max = request.settings.ip_pool_max_allocated_ips;
+        let writer = self.pool_writer();
+        let mut stats = CasStats::default();
+        let mut errors: Vec<String> = Vec::new();
+        for pool in &candidate.pools {
+            let outcome = writer
+                .update(
+                    pool,
+                    inputs.pool(pool).cloned(),
+                    request.deadline,
+                    |current| {
+                        let view = pool_view(current);
+                        let status = current.status.as_ref();
+                        let records = PoolIpAllocations::parse(
+                            pool,
+                            status.and_then(|status| status.allocated_ips.as_deref()),
+                        )?;
+                        let allocation = allocate(&view, &reserved, &records, owner, max)?;
+                        let created = allocation.status.is_some();
+                        let value = (view, allocation.ip, created);
+                        Ok(match allocation.status {
+                            Some(update) => Step::Write(update, value),
+                            None => Step::Done(value),
+                        })
+                    },
+                )
+                .await;
+            match outcome {
+                Ok(((view, ip, created), pool_stats)) => {
+                    stats.add(pool_stats);
+                    log::debug!("allocated {ip} to NIC {nic} from IPPool {pool}");
+                    return Ok((
+                        view,
+                        Taken {
+                            pool: pool.clone(),
+                            ip,
+                            created,
+                        },
+                        stats,
+                    ));
+                }
+                Err(StoreError::Allocate(
+                    error @ (AllocateError::Exhausted { .. }
+                    | AllocateError::ThresholdExceeded { .. }),
+                )) => errors.push(error.to_string()),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(SelectionError::CandidateExhausted {
+            version: candidate.ip_version,
+            nic: nic.to_string(),
+            pools: candidate.pools.clone(),
+            errors,
+        }
+        .into())
+    }
+
+    /// Releases the records this call created (best effort: failures are logged and left to the
+    /// garbage collector).
+    async fn roll_back(&self, taken: &[Taken], uid: &str) -> CasStats {
+        let mut stats = CasStats::default();
+        let deadline = Instant::now() + ROLLBACK_BUDGET;
+        let writer = self.pool_writer();
+        for held in taken.iter().filter(|held| held.created) {
+            let release_of = [IpAndUid::new(held.ip.to_string(), uid)];
+            let result = writer
+                .update(&held.pool, None, deadline, |current| {
+                    let records = PoolIpAllocations::parse(
+                        &held.pool,
+                        current
+                            .status
+                            .as_ref()
+                            .and_then(|status| status.allocated_ips.as_deref()),
+                    )?;
+                    Ok(match release(&records, &release_of) {
+                        Some((_, update)) => Step::Write(update, ()),
+                        None => Step::Done(()),
+                    })
+                })
+                .await;
+            match result {
+                Ok(((), release_stats)) => {
+                    stats.add(release_stats);
+                    log::info!("rolled back {} of IPPool {}", held.ip, held.pool);
+                }
+                Err(error) => log::error!(
+                    "failed to roll back {} of IPPool {} (left to garbage collection): {error}",
+                    held.ip,
+                    held.pool
+                ),
+            }
+        }
+        stats
+    }
+
+    /// `UpdateAllocatedIPs`: the pool records of a StatefulSet pod's stored addresses move to the
+    /// new pod UID. A record that vanished meanwhile is written again if the address is free; an
+    /// address now held by another pod is an error.
+    async fn rewrite_uids(
+        &self,
+        pod: &Pod,
+        details: &[IpAllocationDetail],
+        deadline: Instant,
+    ) -> Result<CasStats, StoreError> {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let holder = format!("{namespace}/{name}");
+        let writer = self.pool_writer();
+        let mut stats = CasStats::default();
+        for (pool, addresses) in addresses_by_pool(details, &uid) {
+            let ((), pool_stats) = writer
+                .update(&pool, None, deadline, |current| {
+                    let mut records = PoolIpAllocations::parse(
+                        &pool,
+                        current
+                            .status
+                            .as_ref()
+                            .and_then(|status| status.allocated_ips.as_deref()),
+                    )?;
+                    let mut changed = false;
+                    for address in &addresses {
+                        match records.0.get_mut(&address.ip) {
+                            Some(record) if record.pod == holder => {
+                                if record.pod_uid != uid {
+                                    record.pod_uid = uid.clone();
+                                    changed = true;
+                                }
+                            }
+                            Some(record) => {
+                                return Err(crate::ledger::LedgerError::ForeignRecord {
+                                    pool: pool.clone(),
+                                    ip: address.ip.clone(),
+                                    recorded_pod: record.pod.clone(),
+                                    recorded_uid: record.pod_uid.clone(),
+                                    pod: holder.clone(),
+                                }
+                                .into());
+                            }
+                            None => {
+                                records.insert(
+                                    address.ip.clone(),
+                                    PoolIpAllocation::new(holder.clone(), uid.clone()),
+                                );
+                                changed = true;
+                            }
+                        }
+                    }
+                    Ok(if changed {
+                        Step::Write(records.status(), ())
+                    } else {
+                        Step::Done(())
+                    })
+                })
+                .await?;
+            stats.add(pool_stats);
+        }
+        Ok(stats)
+    }
+}
+
+/// §5.2 step 4: whether a StatefulSet pod's stored pools are no longer among its candidates (for
+/// the NICs the candidates cover). A NIC without stored entry is not a change (it is allocated).
+fn statefulset_pools_changed(
+    details: &[IpAllocationDetail],
+    candidates: &Candidates,
+    current_nic: &str,
+) -> bool {
+    let unnamed = candidates.nics.iter().all(|nic| nic.nic.parse::<u32>().is_ok())
+        && candidates.source == CandidateSource::PodIpPools;
+    for (index, nic) in candidates.nics.iter().enumerate() {
+        let stored = if unnamed {
+            details.get(index)
+        } else {
+            let name = if candidates.nics.len() == 1 && candidates.source != CandidateSource::PodIpPools {
+                current_nic
+            } else {
+                nic.nic.as_str()
+            };
+            details.iter().find(|detail| detail.interface == name)
+        };
+        let Some(stored) = stored else { continue };
+        for candidate in &nic.candidates {
+            let pool = match candidate.ip_version {
+                IpVersion::V4 => &stored.ipv4_pool,
+                IpVersion::V6 => &stored.ipv6_pool,
+            };
+            match pool {
+                Some(pool) if candidate.pools.contains(pool) => {}
+                _ => return true,
+            }
+        }
+        let families: Vec<IpVersion> = nic
+            .candidates
+            .iter()
+            .map(|candidate| candidate.ip_version)
+            .collect();
+        if (stored.ipv4_pool.is_some() && !families.contains(&IpVersion::V4))
+            || (stored.ipv6_pool.is_some() && !families.contains(&IpVersion::V6))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selection::NicCandidates;
+
+    fn detail(nic: &str, v4_pool: Option<&str>, v6_pool: Option<&str>) -> IpAllocationDetail {
+        IpAllocationDetail {
+            interface: nic.into(),
+            ipv4: v4_pool.map(|_| "10.0.0.10/24".to_string()),
+            ipv4_pool: v4_pool.map(str::to_string),
+            ipv6: v6_pool.map(|_| "fd00::10/64".to_string()),
+            ipv6_pool: v6_pool.map(str::to_string),
+            ..IpAllocationDetail::default()
+        }
+    }
+
+    fn candidates(source: CandidateSource, nics: &[(&str, &[&str], &[&str])]) -> Candidates {
+        Candidates {
+            source,
+            nics: nics
+                .iter()
+                .map(|(nic, v4, v6)| {
+                    let mut list = Vec::new();
+                    if !v4.is_empty() {
+                        list.push(PoolCandidate {
+                            ip_version: IpVersion::V4,
+                            pools: v4.iter().map(|p| p.to_string()).collect(),
+                        });
+                    }
+                    if !v6.is_empty() {
+                        list.push(PoolCandidate {
+                            ip_version: IpVersion::V6,
+                            pools: v6.iter().map(|p| p.to_string()).collect(),
+                        });
+                    }
+                    NicCandidates {
+                        nic: nic.to_string(),
+                        clean_gateway: false,
+                        candidates: list,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn statefulset_keeps_addresses_while_their_pools_remain_candidates() {
+        let stored = vec![detail("eth0", Some("v4-a"), Some("v6-a"))];
+        let same = candidates(
+            CandidateSource::PodIpPool,
+            &[("eth0", &["v4-b", "v4-a"], &["v6-a"])],
+        );
+        assert!(!statefulset_pools_changed(&stored, &same, "eth0"));
+        let moved = candidates(CandidateSource::PodIpPool, &[("eth0", &["v4-b"], &["v6-a"])]);
+        assert!(statefulset_pools_changed(&stored, &moved, "eth0"));
+        let v4_only = candidates(CandidateSource::PodIpPool, &[("eth0", &["v4-a"], &[])]);
+        assert!(statefulset_pools_changed(&stored, &v4_only, "eth0"));
+    }
+
+    #[test]
+    fn statefulset_multi_nic_compares_each_named_nic() {
+        let stored = vec![
+            detail("eth0", Some("a"), None),
+            detail("net1", Some("b"), None),
+        ];
+        let same = candidates(
+            CandidateSource::PodIpPools,
+            &[("eth0", &["a"], &[]), ("net1", &["b"], &[])],
+        );
+        assert!(!statefulset_pools_changed(&stored, &same, "eth0"));
+        let changed = candidates(
+            CandidateSource::PodIpPools,
+            &[("eth0", &["a"], &[]), ("net1", &["c"], &[])],
+        );
+        assert!(statefulset_pools_changed(&stored, &changed, "net1"));
+    }
+}

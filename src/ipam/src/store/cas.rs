@@ -1,0 +1,222 @@
+//! Compare-and-swap writes of `SpiderIPPool.status`: read the pool, compute the next ledger with a
+//! pure step, write it back conditioned on the `resourceVersion` that was read, and on `409
+//! Conflict` start again from a fresh read after a jittered exponential backoff.
+//!
+//! The write is a JSON merge patch of the status subresource that carries
+//! `metadata.resourceVersion`: the API server applies it only if the object still has that version,
+//! which is exactly an optimistic-concurrency update, with a smaller request than a full PUT.
+//! Nothing is ever serialised through a lease; on one node the optional [`LockDir`] queues the
+//! writers of a pool so they stop conflicting with each other.
+
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use rand::Rng;
+use serde_json::json;
+use spiderpool_api::SpiderIPPool;
+
+use super::lock::LockDir;
+use super::{StoreError, api_error};
+use crate::ledger::PoolStatusUpdate;
+
+/// Retry policy of one compare-and-swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Attempts (reads + writes) before giving up.
+    pub max_attempts: u32,
+    /// First sleep after a conflict.
+    pub initial: Duration,
+    /// Largest sleep.
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            max_attempts: 15,
+            initial: Duration::from_millis(5),
+            cap: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Backoff {
+    /// "Full jitter": a uniform sleep in `[0, min(cap, initial * 2^attempt)]`, with a floor of a
+    /// quarter of the window so two losers rarely collide again at once.
+    pub fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
+        let window = self
+            .initial
+            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+            .min(self.cap);
+        let window_micros = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
+        if window_micros == 0 {
+            return Duration::ZERO;
+        }
+        let floor = window_micros / 4;
+        Duration::from_micros(rng.random_range(floor..=window_micros))
+    }
+}
+
+/// What the compare-and-swap loops cost, summed over one CNI call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CasStats {
+    /// Successful status writes.
+    pub writes: u32,
+    /// Writes rejected with `409 Conflict`.
+    pub conflicts: u32,
+    /// Fresh reads after a conflict (= conflicts that were retried).
+    pub retries: u32,
+    /// Time spent waiting for node-local locks.
+    pub lock_wait: Duration,
+}
+
+impl CasStats {
+    pub fn add(&mut self, other: CasStats) {
+        self.writes += other.writes;
+        self.conflicts += other.conflicts;
+        self.retries += other.retries;
+        self.lock_wait += other.lock_wait;
+    }
+}
+
+/// The decision of one read-modify-write step.
+pub enum Step<T> {
+    /// Nothing to write; finish with this value.
+    Done(T),
+    /// Write this status, then finish with the value.
+    Write(PoolStatusUpdate, T),
+}
+
+/// Writes pool statuses with compare-and-swap.
+#[derive(Clone)]
+pub struct PoolWriter {
+    pub(crate) pools: Api<SpiderIPPool>,
+    pub(crate) lock_dir: Option<LockDir>,
+    pub(crate) backoff: Backoff,
+}
+
+impl PoolWriter {
+    /// Runs `step` on fresh reads of `pool` until its write succeeds, nothing needs writing, or the
+    /// attempts / `deadline` run out. `first_read` (a copy just read) saves the first GET when no
+    /// node-local lock is used.
+    pub async fn update<T, F>(
+        &self,
+        pool: &str,
+        first_read: Option<SpiderIPPool>,
+        deadline: Instant,
+        mut step: F,
+    ) -> Result<(T, CasStats), StoreError>
+    where
+        F: FnMut(&SpiderIPPool) -> Result<Step<T>, StoreError>,
+    {
+        let mut stats = CasStats::default();
+        // Under a node-local lock the read must happen inside the lock to be worth anything.
+        let mut cached = if self.lock_dir.is_some() {
+            None
+        } else {
+            first_read
+        };
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let guard = match &self.lock_dir {
+                Some(dir) => {
+                    let started = Instant::now();
+                    let guard = dir.lock(pool, deadline).await?;
+                    stats.lock_wait += started.elapsed();
+                    Some(guard)
+                }
+                None => None,
+            };
+            let current = match cached.take() {
+                Some(current) => current,
+                None => self
+                    .pools
+                    .get_opt(pool)
+                    .await
+                    .map_err(|error| api_error(format!("get SpiderIPPool {pool}"), error))?
+                    .ok_or_else(|| StoreError::PoolGone {
+                        pool: pool.to_string(),
+                    })?,
+            };
+            let (update, value) = match step(&current)? {
+                Step::Done(value) => return Ok((value, stats)),
+                Step::Write(update, value) => (update, value),
+            };
+            let resource_version = current.metadata.resource_version.clone().ok_or_else(|| {
+                StoreError::Invalid(format!("SpiderIPPool {pool} has no resourceVersion"))
+            })?;
+            let patch = json!({
+                "metadata": {"resourceVersion": resource_version},
+                "status": {
+                    // `null` removes the field, as upstream writes a nil map for an empty ledger.
+                    "allocatedIPs": update.allocated_ips,
+                    "allocatedIPCount": update.allocated_ip_count,
+                },
+            });
+            let result = self
+                .pools
+                .patch_status(pool, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            drop(guard);
+            match result {
+                Ok(_) => {
+                    stats.writes += 1;
+                    return Ok((value, stats));
+                }
+                Err(kube::Error::Api(status)) if status.is_conflict() => {
+                    stats.conflicts += 1;
+                    if attempt >= self.backoff.max_attempts {
+                        return Err(StoreError::ConflictsExhausted {
+                            pool: pool.to_string(),
+                            attempts: attempt,
+                        });
+                    }
+                    let delay = self.backoff.delay(attempt - 1, &mut rand::rng());
+                    if Instant::now() + delay >= deadline {
+                        return Err(StoreError::Deadline {
+                            what: format!(
+                                "a conflict-free write of SpiderIPPool {pool} ({attempt} attempts)"
+                            ),
+                        });
+                    }
+                    tokio::time::sleep(delay).await;
+                    stats.retries += 1;
+                }
+                Err(error) => {
+                    return Err(api_error(format!("update status of SpiderIPPool {pool}"), error));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_is_capped() {
+        let backoff = Backoff::default();
+        let mut rng = rand::rng();
+        for _ in 0..200 {
+            let first = backoff.delay(0, &mut rng);
+            assert!(first >= Duration::from_micros(1250) && first <= Duration::from_millis(5));
+            let third = backoff.delay(2, &mut rng);
+            assert!(third >= Duration::from_millis(5) && third <= Duration::from_millis(20));
+            let late = backoff.delay(40, &mut rng);
+            assert!(late >= Duration::from_millis(125) && late <= Duration::from_millis(500));
+        }
+    }
+
+    #[test]
+    fn zero_backoff_does_not_sleep() {
+        let backoff = Backoff {
+            max_attempts: 3,
+            initial: Duration::ZERO,
+            cap: Duration::ZERO,
+        };
+        assert_eq!(backoff.delay(5, &mut rand::rng()), Duration::ZERO);
+    }
+}

@@ -1,0 +1,235 @@
+//! SpiderEndpoint writes (§5.7, §5.8): create with the finalizer and an owner reference to the
+//! pod (none for StatefulSet pods), add the entries of NICs allocated later, rewrite the UID and
+//! node of a re-created StatefulSet pod, and remove the finalizer / delete on release.
+//!
+//! Writes carry the `resourceVersion` that was read; on a conflict the endpoint is read again and
+//! the change re-applied (ADDs for the NICs of one pod are sequential, so this is rare).
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use serde_json::json;
+use spiderpool_api::constants::FINALIZER;
+use spiderpool_api::{IPAllocationDetail, PodIPAllocation, SpiderEndpoint, WorkloadEndpointStatus};
+
+use super::{Store, StoreError, api_error};
+use crate::pod::AppRef;
+
+/// Attempts of one endpoint read-modify-write.
+const ENDPOINT_ATTEMPTS: u32 = 8;
+
+fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.is_conflict())
+}
+
+fn is_already_exists(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.is_already_exists())
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.is_not_found())
+}
+
+/// The new endpoint of `pod`.
+pub(crate) fn new_endpoint(
+    pod: &Pod,
+    top_controller: &AppRef,
+    owned_by_pod: bool,
+    entries: Vec<IPAllocationDetail>,
+) -> SpiderEndpoint {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    SpiderEndpoint {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: pod.metadata.namespace.clone(),
+            finalizers: Some(vec![FINALIZER.to_string()]),
+            // Plain `SetOwnerReference`: neither `controller` nor `blockOwnerDeletion`.
+            owner_references: owned_by_pod.then(|| {
+                vec![OwnerReference {
+                    api_version: "v1".to_string(),
+                    kind: "Pod".to_string(),
+                    name,
+                    uid: uid.clone(),
+                    ..OwnerReference::default()
+                }]
+            }),
+            ..ObjectMeta::default()
+        },
+        status: Some(WorkloadEndpointStatus {
+            current: PodIPAllocation {
+                uid,
+                node: pod
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.node_name.clone())
+                    .unwrap_or_default(),
+                ips: entries,
+            },
+            owner_controller_type: top_controller.kind.clone(),
+            owner_controller_name: top_controller.name.clone(),
+        }),
+    }
+}
+
+impl Store {
+    pub(crate) async fn get_endpoint(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<SpiderEndpoint>, StoreError> {
+        self.endpoints(namespace)
+            .get_opt(name)
+            .await
+            .map_err(|error| api_error(format!("get SpiderEndpoint {namespace}/{name}"), error))
+    }
+
+    /// Creates the endpoint, or, when one with the same pod UID exists, appends the entries of
+    /// NICs it does not hold yet. An endpoint of another pod UID is an error (the caller deletes
+    /// stale endpoints before allocating).
+    pub(crate) async fn write_endpoint(&self, desired: SpiderEndpoint) -> Result<(), StoreError> {
+        let namespace = desired.metadata.namespace.clone().unwrap_or_default();
+        let name = desired.metadata.name.clone().unwrap_or_default();
+        let api = self.endpoints(&namespace);
+        let what = format!("write SpiderEndpoint {namespace}/{name}");
+        let desired_status = desired.status.clone().unwrap_or_default();
+        for _ in 0..ENDPOINT_ATTEMPTS {
+            let Some(mut existing) = self.get_endpoint(&namespace, &name).await? else {
+                match api.create(&PostParams::default(), &desired).await {
+                    Ok(_) => return Ok(()),
+                    Err(error) if is_already_exists(&error) => continue,
+                    Err(error) => return Err(api_error(what, error)),
+                }
+            };
+            let status = existing.status.get_or_insert_with(Default::default);
+            if status.current.uid != desired_status.current.uid {
+                return Err(StoreError::Invalid(format!(
+                    "SpiderEndpoint {namespace}/{name} belongs to pod UID {}, not {}",
+                    status.current.uid, desired_status.current.uid
+                )));
+            }
+            let mut changed = false;
+            for entry in &desired_status.current.ips {
+                if !status.current.ips.iter().any(|held| held.nic == entry.nic) {
+                    status.current.ips.push(entry.clone());
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+            match api.replace(&name, &PostParams::default(), &existing).await {
+                Ok(_) => return Ok(()),
+                Err(error) if is_conflict(&error) => continue,
+                Err(error) => return Err(api_error(what, error)),
+            }
+        }
+        Err(StoreError::Unavailable {
+            what,
+            detail: format!("{ENDPOINT_ATTEMPTS} conflicting updates in a row"),
+        })
+    }
+
+    /// Re-reads the endpoint and applies `change` until the write succeeds; `change` returns
+    /// whether anything must be written.
+    pub(crate) async fn update_endpoint(
+        &self,
+        namespace: &str,
+        name: &str,
+        mut change: impl FnMut(&mut SpiderEndpoint) -> bool,
+    ) -> Result<(), StoreError> {
+        let api = self.endpoints(namespace);
+        let what = format!("update SpiderEndpoint {namespace}/{name}");
+        for _ in 0..ENDPOINT_ATTEMPTS {
+            let Some(mut endpoint) = self.get_endpoint(namespace, name).await? else {
+                return Ok(());
+            };
+            if !change(&mut endpoint) {
+                return Ok(());
+            }
+            match api.replace(name, &PostParams::default(), &endpoint).await {
+                Ok(_) => return Ok(()),
+                Err(error) if is_conflict(&error) => continue,
+                Err(error) if is_not_found(&error) => return Ok(()),
+                Err(error) => return Err(api_error(what, error)),
+            }
+        }
+        Err(StoreError::Unavailable {
+            what,
+            detail: format!("{ENDPOINT_ATTEMPTS} conflicting updates in a row"),
+        })
+    }
+
+    /// Removes our finalizer (the endpoint then goes with its pod through garbage collection)
+    /// and, with `delete`, deletes it, guarded by its UID. Other finalizers are kept.
+    pub(crate) async fn retire_endpoint(
+        &self,
+        endpoint: &SpiderEndpoint,
+        delete: bool,
+    ) -> Result<(), StoreError> {
+        let namespace = endpoint.metadata.namespace.clone().unwrap_or_default();
+        let name = endpoint.metadata.name.clone().unwrap_or_default();
+        let api = self.endpoints(&namespace);
+        let mut current = endpoint.clone();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let finalizers: Vec<String> = current.metadata.finalizers.clone().unwrap_or_default();
+            if !finalizers.iter().any(|finalizer| finalizer == FINALIZER) {
+                break;
+            }
+            let remaining: Vec<String> = finalizers
+                .into_iter()
+                .filter(|finalizer| finalizer != FINALIZER)
+                .collect();
+            let patch = json!({
+                "metadata": {
+                    "finalizers": remaining,
+                    "resourceVersion": current.metadata.resource_version,
+                }
+            });
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => break,
+                Err(error) if is_not_found(&error) => return Ok(()),
+                Err(error) if is_conflict(&error) && attempts < ENDPOINT_ATTEMPTS => {
+                    let Some(fresh) = self.get_endpoint(&namespace, &name).await? else {
+                        return Ok(());
+                    };
+                    if fresh.metadata.uid != endpoint.metadata.uid {
+                        return Ok(());
+                    }
+                    current = fresh;
+                }
+                Err(error) => {
+                    return Err(api_error(
+                        format!("remove the finalizer of SpiderEndpoint {namespace}/{name}"),
+                        error,
+                    ));
+                }
+            }
+        }
+        if delete {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: endpoint.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&name, &params).await {
+                Ok(_) => {}
+                Err(error) if is_not_found(&error) || is_conflict(&error) => {}
+                Err(error) => {
+                    return Err(api_error(
+                        format!("delete SpiderEndpoint {namespace}/{name}"),
+                        error,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,224 @@
+//! The store (feature `kube`): the allocation and release paths of §5 against the API server.
+//!
+//! The CNI plugin calls [`Store::allocate`] on ADD and [`Store::release`] on DEL; the
+//! controller-manager can reuse the same writers. Everything here is I/O around the pure core:
+//! read the pod, its namespace, node and top controller, the candidate pools and the reserved IPs,
+//! call [`crate::selection`] and [`crate::ledger`], and write back
+//!
+//! - each pool's `status.allocatedIPs` with compare-and-swap ([`cas`]): bounded, jittered
+//!   exponential retries on `409 Conflict`, conflicts and retries counted and returned
+//!   ([`CasStats`]); optionally serialised per pool on one node with a lock file ([`lock`]);
+//! - the SpiderEndpoint of the pod (§5.7): created with a finalizer and an owner reference to the
+//!   pod (none for StatefulSet pods, whose addresses outlive the pod), updated with a
+//!   `resourceVersion` precondition.
+//!
+//! Nothing is cached between calls (every CNI call is a new process), and nothing is serialised
+//! through a lease.
+//!
+//! The API access the plugin needs (its RBAC): `get` pods, namespaces, nodes, replicasets, jobs,
+//! statefulsets; `get`, `list` spiderippools and `patch` spiderippools/status; `list`
+//! spiderreservedips; `get`, `create`, `update`, `patch`, `delete` spiderendpoints.
+
+mod allocate;
+pub mod cas;
+mod context;
+mod endpoint;
+pub mod lock;
+mod objects;
+mod release;
+
+use std::path::Path;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use spiderpool_api::{SpiderEndpoint, SpiderIPPool};
+use thiserror::Error;
+
+use crate::annotations::AnnotationError;
+use crate::ledger::{AllocateError, LedgerError};
+use crate::result::ResultError;
+use crate::selection::SelectionError;
+
+pub use allocate::{AddOutcome, AddRequest, AddSource};
+pub use cas::{Backoff, CasStats, PoolWriter, Step};
+pub use lock::LockDir;
+pub use objects::{pool_view, reserved_set};
+pub use release::{DelOutcome, DelRequest};
+
+/// Errors of the store. [`StoreError::metric_label`] gives a stable category; the CNI plugin maps
+/// categories to error codes.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("failed to load kubeconfig {path}: {detail}")]
+    Kubeconfig { path: String, detail: String },
+    /// The API server could not be reached or did not answer in time (worth retrying).
+    #[error("API server unavailable: failed to {what}: {detail}")]
+    Unavailable { what: String, detail: String },
+    /// The API server answered with an error that a retry will not fix.
+    #[error("failed to {what}: {detail}")]
+    Api {
+        what: String,
+        code: u16,
+        detail: String,
+    },
+    #[error("gave up waiting for {what}: the call's deadline passed")]
+    Deadline { what: String },
+    #[error(
+        "exhaust all retries ({attempts} times), failed to allocate IP from IPPool {pool}: the pool kept changing under concurrent writers"
+    )]
+    ConflictsExhausted { pool: String, attempts: u32 },
+    #[error("IPPool {pool} was deleted during the allocation")]
+    PoolGone { pool: String },
+    #[error("pod {namespace}/{name} not found: it may have been deleted before its sandbox was set up")]
+    PodNotFound { namespace: String, name: String },
+    #[error("dead Pod {namespace}/{name}, we cannot allocate IP addresees to it")]
+    DeadPod { namespace: String, name: String },
+    #[error(transparent)]
+    Selection(#[from] SelectionError),
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
+    #[error(transparent)]
+    Allocate(#[from] AllocateError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Result(#[from] ResultError),
+    #[error("failed to take the node-local lock {path}: {detail}")]
+    Lock { path: String, detail: String },
+    #[error("{0}")]
+    AutoPool(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// A stable category for metrics, logs and error codes.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            StoreError::Kubeconfig { .. } => "kubeconfig",
+            StoreError::Unavailable { .. } => "api_unavailable",
+            StoreError::Api { .. } => "api_error",
+            StoreError::Deadline { .. } => "deadline",
+            StoreError::ConflictsExhausted { .. } => "conflicts_exhausted",
+            StoreError::PoolGone { .. } => "pool_gone",
+            StoreError::PodNotFound { .. } => "pod_not_found",
+            StoreError::DeadPod { .. } => "dead_pod",
+            StoreError::Selection(error) => error.metric_label(),
+            StoreError::Annotation(error) => error.metric_label(),
+            StoreError::Allocate(error) => error.metric_label(),
+            StoreError::Ledger(error) => error.metric_label(),
+            StoreError::Result(error) => error.metric_label(),
+            StoreError::Lock { .. } => "lock",
+            StoreError::AutoPool(_) => "auto_pool",
+            StoreError::Invalid(_) => "invalid_object",
+        }
+    }
+
+    /// Whether a later retry of the whole call may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable { .. }
+                | StoreError::Deadline { .. }
+                | StoreError::ConflictsExhausted { .. }
+                | StoreError::PoolGone { .. }
+        )
+    }
+}
+
+/// Classifies a client error: no answer, throttling and server-side failures are transient.
+pub(crate) fn api_error(what: impl Into<String>, error: kube::Error) -> StoreError {
+    let what = what.into();
+    match error {
+        kube::Error::Api(status) => {
+            let transient = status.code == 429
+                || status.code >= 500
+                || matches!(status.reason.as_str(), "Timeout" | "ServerTimeout" | "TooManyRequests");
+            let detail = if status.message.is_empty() {
+                format!("{} ({})", status.reason, status.code)
+            } else {
+                status.message.clone()
+            };
+            if transient {
+                StoreError::Unavailable { what, detail }
+            } else {
+                StoreError::Api {
+                    what,
+                    code: status.code,
+                    detail,
+                }
+            }
+        }
+        kube::Error::SerdeError(error) => StoreError::Invalid(format!(
+            "failed to {what}: unexpected object from the API server: {error}"
+        )),
+        other => StoreError::Unavailable {
+            what,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Options of a [`Store`].
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// Node-local lock files per pool; `None` disables node-local serialisation.
+    pub lock_dir: Option<LockDir>,
+    pub backoff: Backoff,
+}
+
+/// The allocation store of one CNI call (or one controller).
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    options: StoreOptions,
+}
+
+impl Store {
+    pub fn new(client: Client, options: StoreOptions) -> Store {
+        Store { client, options }
+    }
+
+    /// A client from a kubeconfig file, with bounded connect and read timeouts. The rustls crypto
+    /// provider must be installed by the caller first.
+    pub async fn client_from_kubeconfig(
+        path: &Path,
+        request_timeout: Duration,
+    ) -> Result<Client, StoreError> {
+        let kubeconfig_error = |detail: String| StoreError::Kubeconfig {
+            path: path.display().to_string(),
+            detail,
+        };
+        let kubeconfig =
+            Kubeconfig::read_from(path).map_err(|error| kubeconfig_error(error.to_string()))?;
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|error| kubeconfig_error(error.to_string()))?;
+        config.connect_timeout = Some(request_timeout.min(Duration::from_secs(10)));
+        config.read_timeout = Some(request_timeout);
+        config.write_timeout = Some(request_timeout);
+        Client::try_from(config).map_err(|error| kubeconfig_error(error.to_string()))
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn pools(&self) -> Api<SpiderIPPool> {
+        Api::all(self.client.clone())
+    }
+
+    pub(crate) fn endpoints(&self, namespace: &str) -> Api<SpiderEndpoint> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The compare-and-swap writer of pool statuses.
+    pub fn pool_writer(&self) -> PoolWriter {
+        PoolWriter {
+            pools: self.pools(),
+            lock_dir: self.options.lock_dir.clone(),
+            backoff: self.options.backoff,
+        }
+    }
+}
