@@ -112,7 +112,9 @@ pub struct SubnetStatus {
 /// One entry of a subnet's `controlledIPPools`: the addresses an owned pool holds.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolIPPreAllocation {
-    /// The pool's addresses as single addresses and dash-joined ranges.
+    /// The pool's addresses as single addresses and dash-joined ranges. Upstream writes `null` for
+    /// a pool without addresses (a Go nil slice); that reads as an empty list.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub ips: Vec<String>,
 
     /// For an automatically created pool, the workload it serves, written
@@ -148,4 +150,10 @@ impl SubnetStatus {
         };
         Ok(())
     }
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
 }

@@ -1179,6 +1179,16 @@ fn controlled_pools_encode_like_upstream() {
 }
 
 #[test]
+fn controlled_pool_without_addresses_decodes_from_go_null() {
+    let status = SubnetStatus {
+        controlled_ip_pools: Some(r#"{"auto4-web-eth0-1a2b3":{"ips":null,"application":"apps_v1_Deployment_default_web"}}"#.to_owned()),
+        ..SubnetStatus::default()
+    };
+    let pools = status.controlled_pools().expect("null ips decode");
+    assert!(pools["auto4-web-eth0-1a2b3"].ips.is_empty());
+}
+
+#[test]
 fn cidr_label_values_match_upstream_examples() {
     use crate::constants::cidr_label_value;
     assert_eq!(cidr_label_value("172.18.40.0/24"), "172-18-40-0-24");

@@ -15,12 +15,16 @@
 //! - [`routes`], [`result`]: routes and the per-NIC result the CNI result and SpiderEndpoint are built
 //!   from.
 //! - [`config`], [`settings`]: the IPAM section of the CNI network config and the cluster settings.
+//! - [`autopool`], [`gc`]: the decisions of the SpiderSubnet application controller (pool names,
+//!   sizes, pre-allocation) and of the IP garbage collector (keep or release a record).
 //! - `store` (feature `kube`): the allocation and release paths against the API server, with
 //!   compare-and-swap on the pool ledger and the SpiderEndpoint writes.
 
 pub mod annotations;
+pub mod autopool;
 pub mod cidr;
 pub mod config;
+pub mod gc;
 pub mod glob;
 mod gojson;
 pub mod ip;
