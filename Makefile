@@ -67,7 +67,7 @@ test: deps fmt-check clippy crd-check build
 
 .PHONY: run
 run: deps build
-	SPIDERPOOL_BIN_DIR=$(BIN_DIR) e2e/scripts/with-testenv.sh --with-controller-manager -- e2e/scripts/demo.sh
+	INTERRUPT_IS_SUCCESS=1 SPIDERPOOL_BIN_DIR=$(BIN_DIR) e2e/scripts/with-testenv.sh --with-controller-manager -- e2e/scripts/demo.sh
 
 .PHONY: bench
 bench: deps

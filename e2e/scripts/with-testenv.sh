@@ -30,8 +30,8 @@ testenv_pid=$!
 
 cleanup() {
   local rc=$?
-  # Ctrl-C / SIGTERM is how `make run` is meant to end: a clean stop, not a failure.
-  if [ "$rc" -eq 130 ] || [ "$rc" -eq 143 ]; then rc=0; fi
+  # Ctrl-C / SIGTERM is how `make run` (which sets INTERRUPT_IS_SUCCESS) is meant to end.
+  if [ -n "${INTERRUPT_IS_SUCCESS:-}" ] && { [ "$rc" -eq 130 ] || [ "$rc" -eq 143 ]; }; then rc=0; fi
   if kill -0 "$testenv_pid" 2>/dev/null; then
     kill -TERM "$testenv_pid" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$testenv_pid" 2>/dev/null || break; sleep 0.1; done
