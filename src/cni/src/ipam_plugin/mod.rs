@@ -172,11 +172,15 @@ impl Call {
     fn run<T>(
         &self,
         work: impl AsyncFnOnce(Store) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, Box<StoreError>> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|error| StoreError::Invalid(format!("failed to start a runtime: {error}")))?;
+            .map_err(|error| {
+                Box::new(StoreError::Invalid(format!(
+                    "failed to start a runtime: {error}"
+                )))
+            })?;
         let deadline = self.deadline();
         let remaining = deadline.saturating_duration_since(Instant::now());
         let kubeconfig = PathBuf::from(self.ipam.kubeconfig_path());
@@ -198,7 +202,7 @@ impl Call {
         });
         // Threads blocked on a node-local lock must not hold the process open.
         runtime.shutdown_background();
-        outcome
+        outcome.map_err(Box::new)
     }
 }
 
@@ -237,7 +241,10 @@ fn cni_result(if_name: &str, outcome: &AddOutcome) -> Result<CniResult, CniError
     let mut result = CniResult::default();
     for ip in data.ips {
         let address: IpNetwork = ip.address.parse().map_err(|error| {
-            CniError::internal(format!("allocated address {} is invalid: {error}", ip.address))
+            CniError::internal(format!(
+                "allocated address {} is invalid: {error}",
+                ip.address
+            ))
         })?;
         result.ips.push(IpConfig {
             interface: None,
@@ -247,7 +254,10 @@ fn cni_result(if_name: &str, outcome: &AddOutcome) -> Result<CniResult, CniError
     }
     for route in data.routes {
         let dst: IpNetwork = route.dst.parse().map_err(|error| {
-            CniError::internal(format!("route destination {} is invalid: {error}", route.dst))
+            CniError::internal(format!(
+                "route destination {} is invalid: {error}",
+                route.dst
+            ))
         })?;
         result.routes.push(Route::new(dst, route.gw));
     }
@@ -288,11 +298,7 @@ impl Plugin for Spiderpool {
                 allocation_error(&error)
             })?;
         let result = cni_result(&nic, &outcome)?;
-        let addresses: Vec<String> = result
-            .ips
-            .iter()
-            .map(|ip| ip.address.to_string())
-            .collect();
+        let addresses: Vec<String> = result.ips.iter().map(|ip| ip.address.to_string()).collect();
         log::info!(
             "ADD {}/{} {nic} uid={} ips={addresses:?} source={:?} elapsed_ms={} cas_writes={} cas_conflicts={} cas_retries={} lock_wait_ms={}",
             call.namespace,
@@ -336,11 +342,9 @@ impl Plugin for Spiderpool {
                         stats.conflicts,
                         stats.retries
                     ),
-                    other => log::info!(
-                        "DEL {}/{} {nic}: {other:?}",
-                        call.namespace,
-                        call.pod_name
-                    ),
+                    other => {
+                        log::info!("DEL {}/{} {nic}: {other:?}", call.namespace, call.pod_name)
+                    }
                 }
                 Ok(())
             }

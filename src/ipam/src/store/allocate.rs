@@ -167,10 +167,7 @@ impl Store {
                 } else {
                     // §5.2 step 5: take over the stored addresses under the new UID.
                     if !same_uid {
-                        stats.add(
-                            self.rewrite_uids(&pod, &details, request.deadline)
-                                .await?,
-                        );
+                        stats.add(self.rewrite_uids(&pod, &details, request.deadline).await?);
                     }
                     let node = gathered.context.node_name.clone();
                     let serves_nic = has_allocation_for(&details, request.nic);
@@ -441,7 +438,10 @@ impl Store {
                 (LABEL_OWNER_SPIDER_SUBNET, subnet.clone()),
                 (LABEL_OWNER_APPLICATION_GV, group_version.clone()),
                 (LABEL_OWNER_APPLICATION_KIND, controller.kind.clone()),
-                (LABEL_OWNER_APPLICATION_NAMESPACE, controller.namespace.clone()),
+                (
+                    LABEL_OWNER_APPLICATION_NAMESPACE,
+                    controller.namespace.clone(),
+                ),
                 (LABEL_OWNER_APPLICATION_NAME, controller.name.clone()),
                 (LABEL_OWNER_APPLICATION_UID, controller.uid.clone()),
                 (LABEL_IP_VERSION, version.label_value().to_string()),
@@ -451,8 +451,7 @@ impl Store {
             .map(|(key, value)| (key.to_string(), value))
             .collect();
             let wait = Duration::from_secs(
-                u64::try_from(request.settings.wait_subnet_pool_time_in_second.max(0))
-                    .unwrap_or(2),
+                u64::try_from(request.settings.wait_subnet_pool_time_in_second.max(0)).unwrap_or(2),
             );
             let mut attempts = request.settings.wait_subnet_pool_max_retries.max(1);
             loop {
@@ -666,17 +665,21 @@ fn statefulset_pools_changed(
     candidates: &Candidates,
     current_nic: &str,
 ) -> bool {
-    let unnamed = candidates.nics.iter().all(|nic| nic.nic.parse::<u32>().is_ok())
+    let unnamed = candidates
+        .nics
+        .iter()
+        .all(|nic| nic.nic.parse::<u32>().is_ok())
         && candidates.source == CandidateSource::PodIpPools;
     for (index, nic) in candidates.nics.iter().enumerate() {
         let stored = if unnamed {
             details.get(index)
         } else {
-            let name = if candidates.nics.len() == 1 && candidates.source != CandidateSource::PodIpPools {
-                current_nic
-            } else {
-                nic.nic.as_str()
-            };
+            let name =
+                if candidates.nics.len() == 1 && candidates.source != CandidateSource::PodIpPools {
+                    current_nic
+                } else {
+                    nic.nic.as_str()
+                };
             details.iter().find(|detail| detail.interface == name)
         };
         let Some(stored) = stored else { continue };
@@ -757,7 +760,10 @@ mod tests {
             &[("eth0", &["v4-b", "v4-a"], &["v6-a"])],
         );
         assert!(!statefulset_pools_changed(&stored, &same, "eth0"));
-        let moved = candidates(CandidateSource::PodIpPool, &[("eth0", &["v4-b"], &["v6-a"])]);
+        let moved = candidates(
+            CandidateSource::PodIpPool,
+            &[("eth0", &["v4-b"], &["v6-a"])],
+        );
         assert!(statefulset_pools_changed(&stored, &moved, "eth0"));
         let v4_only = candidates(CandidateSource::PodIpPool, &[("eth0", &["v4-a"], &[])]);
         assert!(statefulset_pools_changed(&stored, &v4_only, "eth0"));

@@ -185,7 +185,10 @@ impl PoolWriter {
                     stats.retries += 1;
                 }
                 Err(error) => {
-                    return Err(api_error(format!("update status of SpiderIPPool {pool}"), error));
+                    return Err(api_error(
+                        format!("update status of SpiderIPPool {pool}"),
+                        error,
+                    ));
                 }
             }
         }

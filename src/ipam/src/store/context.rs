@@ -17,8 +17,7 @@ use spiderpool_api::{SpiderIPPool, SpiderReservedIP};
 
 use super::{Store, StoreError, api_error};
 use crate::annotations::{
-    self, ANNO_POD_IPPOOL, ANNO_POD_IPPOOLS, has_subnet_annotation,
-    parse_namespace_default_pools,
+    self, ANNO_POD_IPPOOL, ANNO_POD_IPPOOLS, has_subnet_annotation, parse_namespace_default_pools,
 };
 use crate::config::IpamConfig;
 use crate::glob::has_wildcard;
@@ -108,7 +107,11 @@ fn controller_of(references: Option<&Vec<OwnerReference>>) -> Option<&OwnerRefer
 }
 
 impl Store {
-    pub(crate) async fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, StoreError> {
+    pub(crate) async fn get_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Pod>, StoreError> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         pods.get_opt(name)
             .await
@@ -159,7 +162,9 @@ impl Store {
                 let parent = replica_set
                     .as_ref()
                     .and_then(|rs| controller_of(rs.metadata.owner_references.as_ref()))
-                    .filter(|parent| parent.api_version == "apps/v1" && parent.kind == "Deployment");
+                    .filter(|parent| {
+                        parent.api_version == "apps/v1" && parent.kind == "Deployment"
+                    });
                 Ok(app_ref(parent.unwrap_or(owner), &namespace))
             }
             ("batch/v1", "Job") => {
@@ -188,9 +193,10 @@ impl Store {
             return Ok(false);
         };
         let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), namespace);
-        let Some(statefulset) = api.get_opt(parent).await.map_err(|error| {
-            api_error(format!("get StatefulSet {namespace}/{parent}"), error)
-        })?
+        let Some(statefulset) = api
+            .get_opt(parent)
+            .await
+            .map_err(|error| api_error(format!("get StatefulSet {namespace}/{parent}"), error))?
         else {
             return Ok(false);
         };
@@ -254,7 +260,9 @@ impl Store {
             .pools()
             .list(&ListParams::default().labels(&selector))
             .await
-            .map_err(|error| api_error(format!("list SpiderIPPools with labels {selector}"), error))?
+            .map_err(|error| {
+                api_error(format!("list SpiderIPPools with labels {selector}"), error)
+            })?
             .items)
     }
 
@@ -319,7 +327,10 @@ mod tests {
         };
         let namespace = map(&[(annotations::ANNO_NS_DEFAULT_IPV4_POOL, r#"["ns-v4"]"#)]);
         let both = map(&[
-            (ANNO_POD_IPPOOLS, r#"[{"interface":"eth0","ipv4":["a"]},{"interface":"net1","ipv4":["b"]}]"#),
+            (
+                ANNO_POD_IPPOOLS,
+                r#"[{"interface":"eth0","ipv4":["a"]},{"interface":"net1","ipv4":["b"]}]"#,
+            ),
             (ANNO_POD_IPPOOL, r#"{"ipv4":["c"]}"#),
         ]);
         assert_eq!(
@@ -340,7 +351,12 @@ mod tests {
             PoolQuery::Named(vec!["conf-v4".into()])
         );
         assert_eq!(
-            pool_query(&BTreeMap::new(), &BTreeMap::new(), &IpamConfig::default(), &settings),
+            pool_query(
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                &IpamConfig::default(),
+                &settings
+            ),
             PoolQuery::All
         );
         let wildcard = map(&[(ANNO_POD_IPPOOL, r#"{"ipv4":["pool-*"]}"#)]);

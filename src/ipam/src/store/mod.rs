@@ -70,7 +70,9 @@ pub enum StoreError {
     ConflictsExhausted { pool: String, attempts: u32 },
     #[error("IPPool {pool} was deleted during the allocation")]
     PoolGone { pool: String },
-    #[error("pod {namespace}/{name} not found: it may have been deleted before its sandbox was set up")]
+    #[error(
+        "pod {namespace}/{name} not found: it may have been deleted before its sandbox was set up"
+    )]
     PodNotFound { namespace: String, name: String },
     #[error("dead Pod {namespace}/{name}, we cannot allocate IP addresees to it")]
     DeadPod { namespace: String, name: String },
@@ -134,7 +136,10 @@ pub(crate) fn api_error(what: impl Into<String>, error: kube::Error) -> StoreErr
         kube::Error::Api(status) => {
             let transient = status.code == 429
                 || status.code >= 500
-                || matches!(status.reason.as_str(), "Timeout" | "ServerTimeout" | "TooManyRequests");
+                || matches!(
+                    status.reason.as_str(),
+                    "Timeout" | "ServerTimeout" | "TooManyRequests"
+                );
             let detail = if status.message.is_empty() {
                 format!("{} ({})", status.reason, status.code)
             } else {

@@ -21,14 +21,16 @@ use crate::routes::Route;
 fn selector(selector: Option<&K8sLabelSelector>) -> Option<LabelSelector> {
     let selector = selector?;
     let value = serde_json::to_value(selector).ok()?;
-    Some(serde_json::from_value(value).unwrap_or_else(|_| LabelSelector {
-        match_labels: BTreeMap::new(),
-        match_expressions: vec![crate::labels::LabelSelectorRequirement {
-            key: "invalid-selector".to_string(),
-            operator: "Invalid".to_string(),
-            values: Vec::new(),
-        }],
-    }))
+    Some(
+        serde_json::from_value(value).unwrap_or_else(|_| LabelSelector {
+            match_labels: BTreeMap::new(),
+            match_expressions: vec![crate::labels::LabelSelectorRequirement {
+                key: "invalid-selector".to_string(),
+                operator: "Invalid".to_string(),
+                values: Vec::new(),
+            }],
+        }),
+    )
 }
 
 /// The view of a `SpiderIPPool` selection and allocation read.

@@ -56,9 +56,9 @@ impl Store {
         let (namespace, name) = (request.namespace, request.pod_name);
         let requested_uid = request.pod_uid.filter(|uid| !uid.is_empty());
         let pod = self.get_pod(namespace, name).await?;
-        let same_instance = pod.as_ref().filter(|pod| {
-            requested_uid.is_none_or(|uid| pod.metadata.uid.as_deref() == Some(uid))
-        });
+        let same_instance = pod
+            .as_ref()
+            .filter(|pod| requested_uid.is_none_or(|uid| pod.metadata.uid.as_deref() == Some(uid)));
         if let Some(pod) = same_instance
             && is_pod_alive(Some(&pod_liveness(pod)))
         {
@@ -89,8 +89,7 @@ impl Store {
             let status = endpoint.status.clone().unwrap_or_default();
             let details: Vec<IpAllocationDetail> =
                 status.current.ips.iter().map(detail_from_api).collect();
-            if request.settings.enable_stateful_set
-                && status.owner_controller_type == "StatefulSet"
+            if request.settings.enable_stateful_set && status.owner_controller_type == "StatefulSet"
             {
                 if self.is_valid_statefulset_pod(namespace, name).await? {
                     return Ok(DelOutcome::KeptStatefulSet);
@@ -105,7 +104,10 @@ impl Store {
                 return Ok(DelOutcome::Released { released, stats });
             }
             if status.current.uid == uid && has_allocation_for(&details, request.nic) {
-                stats.add(self.release_details(&details, &uid, request.deadline).await?);
+                stats.add(
+                    self.release_details(&details, &uid, request.deadline)
+                        .await?,
+                );
                 collect(&mut released, &details, &uid);
                 // With the pod gone nothing else would delete the endpoint if garbage collection
                 // already ran; with the pod present the owner reference takes it with the pod.
@@ -114,7 +116,9 @@ impl Store {
             }
         }
         // No endpoint of this UID: free any record still held by it.
-        let (scanned, scan_stats) = self.release_records_of(namespace, name, &uid, request.deadline).await?;
+        let (scanned, scan_stats) = self
+            .release_records_of(namespace, name, &uid, request.deadline)
+            .await?;
         stats.add(scan_stats);
         for (pool, addresses) in scanned {
             released.entry(pool).or_default().extend(addresses);
@@ -135,7 +139,10 @@ impl Store {
             if pool.is_empty() {
                 continue;
             }
-            match self.release_in_pool(&writer, &pool, &addresses, deadline).await {
+            match self
+                .release_in_pool(&writer, &pool, &addresses, deadline)
+                .await
+            {
                 Ok(pool_stats) => stats.add(pool_stats),
                 // A deleted pool holds nothing any more.
                 Err(StoreError::PoolGone { .. }) => {}
@@ -210,7 +217,10 @@ impl Store {
             if held.is_empty() {
                 continue;
             }
-            match self.release_in_pool(&writer, &pool_name, &held, deadline).await {
+            match self
+                .release_in_pool(&writer, &pool_name, &held, deadline)
+                .await
+            {
                 Ok(pool_stats) => stats.add(pool_stats),
                 Err(StoreError::PoolGone { .. }) => continue,
                 Err(error) => return Err(error),
