@@ -62,6 +62,13 @@ pub struct CoordinatorConfig {
     /// A JSON file holding a SpiderCoordinator-like object used as the fallback (see [`FileFallback`]).
     #[serde(rename = "spiderCoordinatorFile", default)]
     pub spider_coordinator_file: Option<PathBuf>,
+    /// Kubeconfig for reading the SpiderCoordinator and the pod (ours; default: the IPAM plugin's
+    /// `/etc/cni/net.d/spiderpool.d/spiderpool.kubeconfig`, used when that file exists).
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Name of the SpiderCoordinator holding the cluster defaults (ours; default `default`).
+    #[serde(rename = "spiderCoordinatorName", default)]
+    pub spider_coordinator_name: Option<String>,
 }
 
 /// `{dst, gw}` of `policyRoutes`.
@@ -152,40 +159,16 @@ pub struct FileFallback {
 #[derive(Debug, Default, Deserialize)]
 struct CoordinatorObject {
     #[serde(default)]
-    spec: CoordinatorSpec,
+    spec: spiderpool_api::CoordinatorSpec,
     #[serde(default)]
-    status: CoordinatorStatus,
+    status: FileStatus,
     #[serde(default)]
     pods: BTreeMap<String, PodObject>,
 }
 
+/// The status part of the file; unlike the API object it may leave out `phase`.
 #[derive(Debug, Default, Deserialize)]
-struct CoordinatorSpec {
-    mode: Option<String>,
-    #[serde(rename = "hijackCIDR", default)]
-    hijack_cidr: Vec<String>,
-    #[serde(rename = "policyRoutes", default)]
-    policy_routes: Vec<PolicyRoute>,
-    #[serde(rename = "podMACPrefix")]
-    pod_mac_prefix: Option<String>,
-    #[serde(rename = "tunePodRoutes")]
-    tune_pod_routes: Option<bool>,
-    #[serde(rename = "podDefaultRouteNIC")]
-    pod_default_route_nic: Option<String>,
-    #[serde(rename = "hostRuleTable")]
-    host_rule_table: Option<i64>,
-    #[serde(rename = "podRPFilter")]
-    pod_rp_filter: Option<i64>,
-    #[serde(rename = "txQueueLen")]
-    tx_queue_len: Option<i64>,
-    #[serde(rename = "vethLinkAddress")]
-    veth_link_address: Option<String>,
-    #[serde(rename = "vethMTU")]
-    veth_mtu: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct CoordinatorStatus {
+struct FileStatus {
     #[serde(rename = "overlayPodCIDR", default)]
     overlay_pod_cidr: Vec<String>,
     #[serde(rename = "serviceCIDR", default)]
@@ -196,6 +179,49 @@ struct CoordinatorStatus {
 struct PodObject {
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+}
+
+/// The fallback a SpiderCoordinator gives, with the pod's `ipam.spidernet.io/default-route-nic`
+/// annotation (which beats the object's `podDefaultRouteNIC`, as upstream's agent does) applied.
+/// Fields the object leaves out take the SpiderCoordinator webhook defaults.
+pub fn fallback_from_coordinator(
+    spec: &spiderpool_api::CoordinatorSpec,
+    overlay_pod_cidr: Vec<String>,
+    service_cidr: Vec<String>,
+    default_route_nic_annotation: Option<&str>,
+) -> Fallback {
+    let defaults = Fallback::default();
+    let mode = spec
+        .mode
+        .and_then(|mode| serde_json::to_value(mode).ok())
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or(defaults.mode);
+    Fallback {
+        mode,
+        overlay_pod_cidr,
+        service_cidr,
+        hijack_cidr: spec.hijack_cidr.clone().unwrap_or_default(),
+        policy_routes: spec
+            .policy_routes
+            .iter()
+            .flatten()
+            .map(|route| PolicyRoute {
+                dst: route.dst.clone(),
+                gw: route.gw.clone(),
+            })
+            .collect(),
+        pod_mac_prefix: spec.pod_mac_prefix.clone().unwrap_or_default(),
+        pod_default_route_nic: default_route_nic_annotation
+            .map(str::to_owned)
+            .or_else(|| spec.pod_default_route_nic.clone())
+            .unwrap_or_default(),
+        tune_pod_routes: spec.tune_pod_routes.unwrap_or(defaults.tune_pod_routes),
+        host_rule_table: spec.host_rule_table.unwrap_or(defaults.host_rule_table),
+        pod_rp_filter: spec.pod_rp_filter.unwrap_or(defaults.pod_rp_filter),
+        tx_queue_len: spec.tx_queue_len.unwrap_or(defaults.tx_queue_len),
+        veth_link_address: spec.veth_link_address.clone().unwrap_or_default(),
+        veth_mtu: spec.veth_mtu.unwrap_or(defaults.veth_mtu),
+    }
 }
 
 impl FileFallback {
@@ -222,8 +248,6 @@ impl FileFallback {
 impl FallbackSource for FileFallback {
     fn load(&self, pod: &K8sArgs) -> Result<Fallback, CniError> {
         let object = Self::read(&self.path)?;
-        let spec = object.spec;
-        let defaults = Fallback::default();
         let annotation = match (&pod.pod_namespace, &pod.pod_name) {
             (Some(namespace), Some(name)) => object
                 .pods
@@ -232,24 +256,12 @@ impl FallbackSource for FileFallback {
                 .cloned(),
             _ => None,
         };
-        Ok(Fallback {
-            mode: spec.mode.unwrap_or(defaults.mode),
-            overlay_pod_cidr: object.status.overlay_pod_cidr,
-            service_cidr: object.status.service_cidr,
-            hijack_cidr: spec.hijack_cidr,
-            policy_routes: spec.policy_routes,
-            pod_mac_prefix: spec.pod_mac_prefix.unwrap_or_default(),
-            // The agent lets the pod annotation override the SpiderCoordinator value.
-            pod_default_route_nic: annotation
-                .or(spec.pod_default_route_nic)
-                .unwrap_or_default(),
-            tune_pod_routes: spec.tune_pod_routes.unwrap_or(defaults.tune_pod_routes),
-            host_rule_table: spec.host_rule_table.unwrap_or(defaults.host_rule_table),
-            pod_rp_filter: spec.pod_rp_filter.unwrap_or(defaults.pod_rp_filter),
-            tx_queue_len: spec.tx_queue_len.unwrap_or(defaults.tx_queue_len),
-            veth_link_address: spec.veth_link_address.unwrap_or_default(),
-            veth_mtu: spec.veth_mtu.unwrap_or(defaults.veth_mtu),
-        })
+        Ok(fallback_from_coordinator(
+            &object.spec,
+            object.status.overlay_pod_cidr,
+            object.status.service_cidr,
+            annotation.as_deref(),
+        ))
     }
 }
 

@@ -17,6 +17,7 @@
 //! the pod (through [`crate::netns::run_in`]).
 
 pub mod config;
+pub mod kube_fallback;
 pub mod plan;
 
 use std::collections::BTreeSet;
@@ -45,6 +46,8 @@ use crate::protocol::{CniError, CniResult, Context, ErrorCode, K8S_ARG_KEYS, Plu
 /// Tries and per-try timeout of the ARP checks (upstream: 3 tries, 100 ms).
 const DETECTION_TRIES: u32 = 3;
 const DETECTION_TIMEOUT: Duration = Duration::from_millis(100);
+/// Bound on reading the SpiderCoordinator and the pod from the API server.
+const KUBE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The `coordinator` plugin. The fallback source supplies values for keys the NAD entry leaves out; a
 /// `spiderCoordinatorFile` named in the configuration takes its place.
@@ -70,8 +73,24 @@ impl Coordinator {
         config: &CoordinatorConfig,
     ) -> Result<Fallback, CniError> {
         let pod = context.k8s();
-        match &config.spider_coordinator_file {
-            Some(path) => FileFallback::new(path).load(&pod),
+        if let Some(path) = &config.spider_coordinator_file {
+            return FileFallback::new(path).load(&pod);
+        }
+        let kubeconfig = config.kubeconfig.clone().or_else(|| {
+            let default =
+                std::path::PathBuf::from(spiderpool_ipam::config::DEFAULT_KUBECONFIG_PATH);
+            default.exists().then_some(default)
+        });
+        match kubeconfig {
+            Some(kubeconfig) => kube_fallback::KubeFallback {
+                kubeconfig,
+                coordinator_name: config
+                    .spider_coordinator_name
+                    .clone()
+                    .unwrap_or_else(|| kube_fallback::DEFAULT_COORDINATOR_NAME.to_owned()),
+                timeout: KUBE_TIMEOUT,
+            }
+            .load(&pod),
             None => self.fallback.load(&pod),
         }
     }
