@@ -38,7 +38,8 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        // Kept after a failure, or on request (SPIDERPOOL_E2E_KEEP=1), for the plugin logs.
+        if !std::thread::panicking() && std::env::var_os("SPIDERPOOL_E2E_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

@@ -114,8 +114,17 @@ struct Call {
     started: Instant,
 }
 
+/// Process-wide setup of a call: the rustls provider kube uses, and no `tracing` events from the
+/// client stack turned into log lines (a disabled global subscriber stops `tracing`'s `log`
+/// fallback), so the plugin log carries the plugin's own lines only.
+fn prepare_process() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
+}
+
 impl Call {
     fn load(context: &Context) -> Result<Call, CniError> {
+        prepare_process();
         let started = Instant::now();
         let config: NetworkConfig = context.config()?;
         if context.env.command != protocol::Command::Status {
@@ -273,7 +282,6 @@ impl Plugin for Spiderpool {
     }
 
     fn add(&self, context: &Context) -> Result<CniResult, CniError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let call = Call::load(context)?;
         call.require_pod()?;
         let nic = context.env.ifname.clone();
@@ -315,7 +323,6 @@ impl Plugin for Spiderpool {
     }
 
     fn del(&self, context: &Context) -> Result<(), CniError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let call = Call::load(context)?;
         if call.require_pod().is_err() {
             log::warn!("DEL without K8S_POD_NAMESPACE/K8S_POD_NAME: nothing to release");
@@ -369,7 +376,6 @@ impl Plugin for Spiderpool {
     }
 
     fn status(&self, context: &Context) -> Result<(), CniError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let call = Call::load(context)?;
         call.run(async |store| {
             store

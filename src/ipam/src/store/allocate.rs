@@ -121,6 +121,7 @@ fn selection_context<'a>(inputs: &'a Inputs, request: &'a AddRequest<'a>) -> Sel
 impl Store {
     /// CNI ADD for `request.nic` of the pod.
     pub async fn allocate(&self, request: &AddRequest<'_>) -> Result<AddOutcome, StoreError> {
+        let started = Instant::now();
         let (namespace, name) = (request.namespace, request.pod_name);
         let pod = self
             .get_pod(namespace, name)
@@ -242,6 +243,10 @@ impl Store {
             }
         }
 
+        log::debug!(
+            "pod, controller and endpoint read after {:?}",
+            started.elapsed()
+        );
         let inputs = match inputs {
             Some(inputs) => inputs,
             None => self.gather(&pod, top_controller.clone(), request).await?,
@@ -264,7 +269,13 @@ impl Store {
         let unnamed = source == CandidateSource::PodIpPools
             && is_multiple_nic_without_names(&inputs.context.annotations);
 
+        log::debug!(
+            "candidates {:?} selected after {:?}",
+            candidates.pool_names(),
+            started.elapsed()
+        );
         let reservations = self.reserved_ips().await?;
+        log::debug!("reserved IPs read after {:?}", started.elapsed());
         let owner = PoolIpAllocation::new(inputs.context.namespaced_name(), uid.clone());
         let mut taken: Vec<Taken> = Vec::new();
         let mut results: Vec<AllocationResult> = Vec::new();
