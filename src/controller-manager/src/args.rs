@@ -54,6 +54,99 @@ pub struct Args {
     #[arg(long, env = "SPIDERPOOL_ENABLE_MULTUS_CONFIG", default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_multus_config: bool,
 
+    /// Serve the admission webhooks (on every replica, leader or not).
+    #[arg(long, env = "SPIDERPOOL_ENABLE_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_webhook: bool,
+
+    /// Address of the HTTPS webhook server.
+    #[arg(long, env = "SPIDERPOOL_WEBHOOK_ADDR", default_value = "0.0.0.0:5722")]
+    pub webhook_addr: SocketAddr,
+
+    /// Where the serving certificate comes from: `auto` (a CA and certificate made at start-up
+    /// and kept in `--webhook-secret-name`) or `provided` (`tls.crt`/`tls.key`, optionally
+    /// `ca.crt`, in `--webhook-cert-dir`, reloaded when they change).
+    #[arg(
+        long,
+        env = "SPIDERPOOL_WEBHOOK_CERT_MODE",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub webhook_cert_mode: CertMode,
+
+    /// Directory of the PEM files in `provided` mode.
+    #[arg(
+        long,
+        env = "SPIDERPOOL_WEBHOOK_CERT_DIR",
+        default_value = "/etc/spiderpool/webhook-certs"
+    )]
+    pub webhook_cert_dir: PathBuf,
+
+    /// How often `provided` mode looks for changed certificate files.
+    #[arg(long, env = "SPIDERPOOL_WEBHOOK_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_cert_reload_interval: Duration,
+
+    /// Secret (in `--namespace`) holding the `auto` mode CA and certificate.
+    #[arg(
+        long,
+        env = "SPIDERPOOL_WEBHOOK_SECRET_NAME",
+        default_value = "spiderpool-controller-server-certs"
+    )]
+    pub webhook_secret_name: String,
+
+    /// Service (in `--namespace`) in front of the webhook server; its DNS names go into the
+    /// `auto` certificate.
+    #[arg(
+        long,
+        env = "SPIDERPOOL_WEBHOOK_SERVICE_NAME",
+        default_value = "spiderpool-controller"
+    )]
+    pub webhook_service_name: String,
+
+    /// Extra certificate names, comma-separated; IP addresses become IP SANs (`127.0.0.1` for
+    /// a local run).
+    #[arg(long, env = "SPIDERPOOL_WEBHOOK_EXTRA_SANS", value_delimiter = ',')]
+    pub webhook_extra_sans: Vec<String>,
+
+    /// Name of the Mutating and ValidatingWebhookConfiguration whose `caBundle` is kept current
+    /// (empty: leave them alone, e.g. when cert-manager injects it).
+    #[arg(
+        long,
+        env = "SPIDERPOOL_WEBHOOK_CONFIGURATION_NAME",
+        default_value = "spiderpool-controller"
+    )]
+    pub webhook_configuration_name: String,
+
+    /// Register the webhook configurations ourselves with `clientConfig.url = <this><path>`
+    /// (local runs, e.g. `https://127.0.0.1:5722`) instead of patching installed ones.
+    #[arg(long, env = "SPIDERPOOL_WEBHOOK_REGISTER_URL")]
+    pub webhook_register_url: Option<String>,
+
+    /// With `--webhook-register-url`: `key=value,...` labels a namespace must carry for its
+    /// objects to be judged (default: every namespace).
+    #[arg(
+        long,
+        env = "SPIDERPOOL_WEBHOOK_NAMESPACE_SELECTOR",
+        default_value = ""
+    )]
+    pub webhook_namespace_selector: String,
+
+    /// With `--webhook-register-url`: `key=value,...` labels a cluster-scoped Spiderpool object
+    /// must carry to be judged (default: every object).
+    #[arg(long, env = "SPIDERPOOL_WEBHOOK_OBJECT_SELECTOR", default_value = "")]
+    pub webhook_object_selector: String,
+
+    /// ConfigMap (in `--namespace`) whose `conf.yml` holds the cluster settings (upstream's
+    /// `spiderpool-conf`); absent means the chart defaults.
+    #[arg(
+        long,
+        env = "SPIDERPOOL_SETTINGS_CONFIGMAP",
+        default_value = "spiderpool-conf"
+    )]
+    pub settings_configmap: String,
+
+    #[command(flatten)]
+    pub ipam: crate::ippool::args::IpamArgs,
+
     /// Log filter in `tracing` EnvFilter syntax (e.g. `info,spiderpool=debug`).
     #[arg(long, env = "SPIDERPOOL_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -61,6 +154,13 @@ pub struct Args {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "SPIDERPOOL_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
     pub log_json: bool,
+}
+
+/// Where the webhook serving certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CertMode {
+    Auto,
+    Provided,
 }
 
 /// Parses `500ms`, `15s`, `10m`, `1h` or a bare number of seconds.

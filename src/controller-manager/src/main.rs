@@ -6,13 +6,19 @@
 //! SIGTERM/SIGINT stop the controllers, release the Lease and drain the servers.
 
 mod admin;
+mod application;
 mod args;
 mod backoff;
+mod gc;
+mod ippool;
 mod leader;
 mod metrics;
 mod multusconfig;
+mod poolmetrics;
 mod probe;
+mod subnet;
 mod supervisor;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -86,7 +92,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let readiness = admin::Readiness::default();
     let controllers =
         supervisor::Controllers::new(client.clone(), &args, &mut registry, &readiness);
+    let webhook_metrics = webhook::metrics::WebhookMetrics::register(&mut registry);
     let registry = Arc::new(registry);
+    // Webhooks serve on every replica, leader or not.
+    let webhooks = args.enable_webhook.then(|| {
+        tokio::spawn(webhook::run(
+            client.clone(),
+            args.clone(),
+            webhook_metrics,
+            readiness.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
 
     let admin_shutdown = {
         let mut shutdown = shutdown_rx.clone();
@@ -127,6 +144,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     controllers.supervise(leading_rx, shutdown_rx).await;
     if let Some(election) = election {
         let _ = election.await;
+    }
+    if let Some(webhooks) = webhooks {
+        webhooks
+            .await
+            .context("webhook server task")?
+            .context("webhook server")?;
     }
     admin
         .await

@@ -136,7 +136,10 @@ pub fn cidr_version(subnet: &str) -> Option<IpVersion> {
 }
 
 /// Merges a list of ranges when it has more than one item (the mutating webhooks' rule).
-pub fn merge_if_several(version: IpVersion, ranges: &mut Option<Vec<String>>) -> Result<(), String> {
+pub fn merge_if_several(
+    version: IpVersion,
+    ranges: &mut Option<Vec<String>>,
+) -> Result<(), String> {
     if let Some(list) = ranges.as_mut()
         && list.len() > 1
     {
@@ -206,10 +209,18 @@ pub fn validate_label_selector(selector: &LabelSelector, path: &str) -> Vec<Fiel
     let empty = BTreeMap::new();
     for (key, value) in selector.match_labels.as_ref().unwrap_or(&empty) {
         for message in qualified_name_errors(key) {
-            errors.push(FieldError::invalid(&labels_path, BadValue::str(key), message));
+            errors.push(FieldError::invalid(
+                &labels_path,
+                BadValue::str(key),
+                message,
+            ));
         }
         for message in label_value_errors(value) {
-            errors.push(FieldError::invalid(&labels_path, BadValue::str(value), message));
+            errors.push(FieldError::invalid(
+                &labels_path,
+                BadValue::str(value),
+                message,
+            ));
         }
     }
     for (index, requirement) in selector
@@ -326,9 +337,15 @@ mod tests {
             .is_ok()
         );
         assert_eq!(
-            validate_gateway(IpVersion::V4, "172.18.40.0/24", Some("172.18.41.1"), &[], &[])
-                .unwrap_err()
-                .to_string(),
+            validate_gateway(
+                IpVersion::V4,
+                "172.18.40.0/24",
+                Some("172.18.41.1"),
+                &[],
+                &[]
+            )
+            .unwrap_err()
+            .to_string(),
             "spec.gateway: Invalid value: \"172.18.41.1\": not pertains to the 'spec.subnet' 172.18.40.0/24 of IPPool"
         );
     }
@@ -336,8 +353,13 @@ mod tests {
     #[test]
     fn ranges_must_lie_inside_the_subnet_and_not_be_reversed() {
         assert!(
-            validate_contains_ip_range("spec.ips[0]", IpVersion::V4, "10.0.0.0/24", "10.0.0.1-10.0.0.9")
-                .is_ok()
+            validate_contains_ip_range(
+                "spec.ips[0]",
+                IpVersion::V4,
+                "10.0.0.0/24",
+                "10.0.0.1-10.0.0.9"
+            )
+            .is_ok()
         );
         assert_eq!(
             validate_contains_ip_range("spec.ips[0]", IpVersion::V4, "10.0.0.0/24", "10.0.1.1")
@@ -345,11 +367,18 @@ mod tests {
                 .to_string(),
             "spec.ips[0]: Invalid value: \"10.0.1.1\": not pertains to the 'spec.subnet' 10.0.0.0/24 of IPPool"
         );
-        let reversed =
-            validate_contains_ip_range("spec.ips[0]", IpVersion::V4, "10.0.0.0/24", "10.0.0.9-10.0.0.1")
-                .unwrap_err()
-                .to_string();
-        assert!(reversed.contains("write it as '10.0.0.1-10.0.0.9'"), "{reversed}");
+        let reversed = validate_contains_ip_range(
+            "spec.ips[0]",
+            IpVersion::V4,
+            "10.0.0.0/24",
+            "10.0.0.9-10.0.0.1",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            reversed.contains("write it as '10.0.0.1-10.0.0.9'"),
+            "{reversed}"
+        );
     }
 
     #[test]

@@ -220,6 +220,13 @@ pub enum Denial {
         name: String,
         errors: Vec<FieldError>,
     },
+    /// `NewInvalid` for a kind of another group (`""` for core), e.g. a Pod: 422.
+    InvalidIn {
+        group: &'static str,
+        kind: String,
+        name: String,
+        errors: Vec<FieldError>,
+    },
     /// `NewForbidden(GroupResource{GROUP, resource} or empty, name, message)`: 403.
     Forbidden {
         resource: Option<&'static str>,
@@ -227,7 +234,10 @@ pub enum Denial {
         message: String,
     },
     /// `NewAlreadyExists(GroupResource{GROUP, kind}, name)`: 409.
-    AlreadyExists { resource: &'static str, name: String },
+    AlreadyExists {
+        resource: &'static str,
+        name: String,
+    },
     /// `NewBadRequest(message)`: 400, for reviews we cannot read.
     BadRequest(String),
     /// `NewInternalError`: 500.
@@ -270,6 +280,23 @@ impl Denial {
                     )
                 }
             }
+            Denial::InvalidIn {
+                group,
+                kind,
+                name,
+                errors,
+            } => {
+                let qualified = if group.is_empty() {
+                    kind.clone()
+                } else {
+                    format!("{kind}.{group}")
+                };
+                format!(
+                    "{qualified} {} is invalid: {}",
+                    go_quote(name),
+                    aggregate(errors)
+                )
+            }
             Denial::Forbidden {
                 resource,
                 name,
@@ -280,7 +307,10 @@ impl Denial {
                     format!("{resource}.{GROUP} is forbidden: {message}")
                 }
                 Some(resource) => {
-                    format!("{resource}.{GROUP} {} is forbidden: {message}", go_quote(name))
+                    format!(
+                        "{resource}.{GROUP} {} is forbidden: {message}",
+                        go_quote(name)
+                    )
                 }
             },
             Denial::AlreadyExists { resource, name } => {
@@ -295,7 +325,7 @@ impl Denial {
 
     pub fn code(&self) -> u16 {
         match self {
-            Denial::Invalid { .. } => 422,
+            Denial::Invalid { .. } | Denial::InvalidIn { .. } => 422,
             Denial::Forbidden { .. } => 403,
             Denial::AlreadyExists { .. } => 409,
             Denial::BadRequest(_) => 400,
@@ -305,7 +335,7 @@ impl Denial {
 
     pub fn reason(&self) -> &'static str {
         match self {
-            Denial::Invalid { .. } => "Invalid",
+            Denial::Invalid { .. } | Denial::InvalidIn { .. } => "Invalid",
             Denial::Forbidden { .. } => "Forbidden",
             Denial::AlreadyExists { .. } => "AlreadyExists",
             Denial::BadRequest(_) => "BadRequest",
@@ -316,7 +346,7 @@ impl Denial {
     /// A stable category for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Denial::Invalid { .. } => "invalid",
+            Denial::Invalid { .. } | Denial::InvalidIn { .. } => "invalid",
             Denial::Forbidden { .. } => "forbidden",
             Denial::AlreadyExists { .. } => "already_exists",
             Denial::BadRequest(_) => "bad_request",
@@ -326,32 +356,53 @@ impl Denial {
 
     /// The `metav1.Status` of the AdmissionResponse.
     pub fn status(&self) -> Status {
+        let causes = |errors: &[FieldError]| -> Vec<StatusCause> {
+            errors
+                .iter()
+                .map(|error| StatusCause {
+                    reason: error.error_type.cause_type().to_string(),
+                    message: error.body(),
+                    field: error.field.clone(),
+                })
+                .collect()
+        };
         let details = match self {
             Denial::Invalid { kind, name, errors } => Some(StatusDetails {
                 name: name.clone(),
                 group: GROUP.to_string(),
                 kind: (*kind).to_string(),
-                causes: errors
-                    .iter()
-                    .map(|error| StatusCause {
-                        reason: error.error_type.cause_type().to_string(),
-                        message: error.body(),
-                        field: error.field.clone(),
-                    })
-                    .collect(),
-                ..StatusDetails::default()
+                causes: causes(errors),
+                uid: String::new(),
+                retry_after_seconds: 0,
+            }),
+            Denial::InvalidIn {
+                group,
+                kind,
+                name,
+                errors,
+            } => Some(StatusDetails {
+                name: name.clone(),
+                group: (*group).to_string(),
+                kind: kind.clone(),
+                causes: causes(errors),
+                uid: String::new(),
+                retry_after_seconds: 0,
             }),
             Denial::Forbidden { resource, name, .. } => Some(StatusDetails {
                 name: name.clone(),
                 group: resource.map(|_| GROUP.to_string()).unwrap_or_default(),
                 kind: resource.unwrap_or_default().to_string(),
-                ..StatusDetails::default()
+                uid: String::new(),
+                causes: Vec::new(),
+                retry_after_seconds: 0,
             }),
             Denial::AlreadyExists { resource, name } => Some(StatusDetails {
                 name: name.clone(),
                 group: GROUP.to_string(),
                 kind: (*resource).to_string(),
-                ..StatusDetails::default()
+                uid: String::new(),
+                causes: Vec::new(),
+                retry_after_seconds: 0,
             }),
             Denial::BadRequest(_) | Denial::Internal(_) => None,
         };
@@ -379,8 +430,12 @@ mod tests {
     #[test]
     fn field_errors_render_like_go() {
         assert_eq!(
-            FieldError::invalid("spec.subnet", BadValue::str("172.18.40.1/24"), "unformatted")
-                .to_string(),
+            FieldError::invalid(
+                "spec.subnet",
+                BadValue::str("172.18.40.1/24"),
+                "unformatted"
+            )
+            .to_string(),
             "spec.subnet: Invalid value: \"172.18.40.1/24\": unformatted"
         );
         assert_eq!(
@@ -432,7 +487,10 @@ mod tests {
                 FieldError::forbidden("a", "x"),
             ],
         );
-        assert!(two.message().ends_with("is invalid: [a: Forbidden: x, b: Forbidden: y]"));
+        assert!(
+            two.message()
+                .ends_with("is invalid: [a: Forbidden: x, b: Forbidden: y]")
+        );
         assert_eq!(
             Denial::forbidden_plain("cannot update a terminating IPPool").message(),
             "forbidden: cannot update a terminating IPPool"

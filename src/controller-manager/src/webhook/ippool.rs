@@ -41,7 +41,10 @@ pub enum OwnerSubnet {
     NotNeeded,
     Found(Box<SpiderSubnet>),
     /// The GET failed (not found or API error): upstream's internal error text.
-    Missing { name: String, error: String },
+    Missing {
+        name: String,
+        error: String,
+    },
 }
 
 /// `mutateIPPool`. Errors are returned for logging only: like upstream, what was mutated up to
@@ -77,7 +80,8 @@ pub fn mutate(
             pool.spec.subnet
         )
     })?;
-    pool.labels_mut().insert(LABEL_IPPOOL_CIDR.to_string(), cidr.clone());
+    pool.labels_mut()
+        .insert(LABEL_IPPOOL_CIDR.to_string(), cidr.clone());
     if settings.enable_spider_subnet
         && let Some(subnet) = set_controller_subnet(pool, &cidr, subnets)?
     {
@@ -149,7 +153,11 @@ pub fn inherit_subnet_properties(subnet: &SpiderSubnet, pool: &mut SpiderIPPool)
     if subnet.spec.gateway.is_some() && pool.spec.gateway.is_none() {
         pool.spec.gateway = subnet.spec.gateway.clone();
     }
-    if subnet.spec.routes.as_ref().is_some_and(|routes| !routes.is_empty())
+    if subnet
+        .spec
+        .routes
+        .as_ref()
+        .is_some_and(|routes| !routes.is_empty())
         && pool.spec.routes.is_none()
     {
         pool.spec.routes = subnet.spec.routes.clone();
@@ -202,7 +210,8 @@ pub fn validate_create(
         return Err(invalid(pool, errors));
     }
     if settings.enable_spider_subnet {
-        validate_within_owner_subnet(pool, version, owner).map_err(|error| invalid(pool, vec![error]))?;
+        validate_within_owner_subnet(pool, version, owner)
+            .map_err(|error| invalid(pool, vec![error]))?;
     }
     Ok(())
 }
@@ -219,16 +228,24 @@ pub fn validate_update(
         if !has_finalizer(&new.metadata) {
             return Ok(());
         }
-        return Err(Denial::forbidden_plain("cannot update a terminating IPPool"));
+        return Err(Denial::forbidden_plain(
+            "cannot update a terminating IPPool",
+        ));
     }
     let one = |error: FieldError| invalid(new, vec![error]);
     if let (Some(new_version), Some(old_version)) = (new.spec.ip_version, old.spec.ip_version)
         && new_version != old_version
     {
-        return Err(one(FieldError::forbidden(IP_VERSION_FIELD, "is not changeable")));
+        return Err(one(FieldError::forbidden(
+            IP_VERSION_FIELD,
+            "is not changeable",
+        )));
     }
     if new.spec.subnet != old.spec.subnet {
-        return Err(one(FieldError::forbidden(SUBNET_FIELD, "is not changeable")));
+        return Err(one(FieldError::forbidden(
+            SUBNET_FIELD,
+            "is not changeable",
+        )));
     }
     let version =
         validate_ip_version(new.spec.ip_version, settings, MISSING_VERSION).map_err(one)?;
@@ -249,7 +266,11 @@ pub fn validate_delete(pool: &SpiderIPPool, settings: &ClusterSettings) -> Resul
     if !settings.enable_validating_resources_deleted_webhook {
         return Ok(());
     }
-    match pool.status.as_ref().and_then(|status| status.allocated_ip_count) {
+    match pool
+        .status
+        .as_ref()
+        .and_then(|status| status.allocated_ip_count)
+    {
         Some(count) if count > 0 => Err(Denial::Forbidden {
             resource: Some(RESOURCE),
             name: pool.name_any(),
@@ -261,10 +282,21 @@ pub fn validate_delete(pool: &SpiderIPPool, settings: &ClusterSettings) -> Resul
 
 /// `validateIPPoolCIDR`: a canonical CIDR of the family, a unique name, no nesting with another
 /// pool of the family (an identical subnet string is fine).
-fn validate_cidr(pool: &SpiderIPPool, version: IpVersion, pools: &[SpiderIPPool]) -> Result<(), Denial> {
+fn validate_cidr(
+    pool: &SpiderIPPool,
+    version: IpVersion,
+    pools: &[SpiderIPPool],
+) -> Result<(), Denial> {
     let subnet = &pool.spec.subnet;
     let subnet_invalid = |detail: String| {
-        invalid(pool, vec![FieldError::invalid(SUBNET_FIELD, BadValue::str(subnet), detail)])
+        invalid(
+            pool,
+            vec![FieldError::invalid(
+                SUBNET_FIELD,
+                BadValue::str(subnet),
+                detail,
+            )],
+        )
     };
     let cidr = Cidr::parse(version, subnet).map_err(|error| subnet_invalid(error.to_string()))?;
     check_canonical(subnet).map_err(|error| subnet_invalid(error.to_string()))?;
@@ -302,7 +334,11 @@ fn validate_cidr(pool: &SpiderIPPool, version: IpVersion, pools: &[SpiderIPPool]
 }
 
 /// `validateIPPoolSpec`: available IPs (3a), gateway (3b), routes (3c).
-fn validate_spec(pool: &SpiderIPPool, version: IpVersion, pools: &[SpiderIPPool]) -> Result<(), FieldError> {
+fn validate_spec(
+    pool: &SpiderIPPool,
+    version: IpVersion,
+    pools: &[SpiderIPPool],
+) -> Result<(), FieldError> {
     validate_available_ips(pool, version, pools)?;
     validate_gateway(
         version,
@@ -326,10 +362,19 @@ fn validate_available_ips(
     version: IpVersion,
     pools: &[SpiderIPPool],
 ) -> Result<(), FieldError> {
-    let own = PoolIps::new_with(&pool.spec.subnet, ips(pool), exclude_ips(pool), ReversedRanges::Reject)
-        .map_err(|error| {
-            FieldError::invalid(SUBNET_FIELD, BadValue::str(&pool.spec.subnet), error.to_string())
-        })?;
+    let own = PoolIps::new_with(
+        &pool.spec.subnet,
+        ips(pool),
+        exclude_ips(pool),
+        ReversedRanges::Reject,
+    )
+    .map_err(|error| {
+        FieldError::invalid(
+            SUBNET_FIELD,
+            BadValue::str(&pool.spec.subnet),
+            error.to_string(),
+        )
+    })?;
     let cidr = cidr_label_value(version, &pool.spec.subnet).map_err(|error| {
         FieldError::internal(
             IPS_FIELD,
@@ -345,9 +390,14 @@ fn validate_available_ips(
         {
             continue;
         }
-        let existing = PoolIps::new(&other.spec.subnet, ips(other), exclude_ips(other)).map_err(
-            |error| FieldError::invalid(SUBNET_FIELD, BadValue::str(&other.spec.subnet), error.to_string()),
-        )?;
+        let existing =
+            PoolIps::new(&other.spec.subnet, ips(other), exclude_ips(other)).map_err(|error| {
+                FieldError::invalid(
+                    SUBNET_FIELD,
+                    BadValue::str(&other.spec.subnet),
+                    error.to_string(),
+                )
+            })?;
         let overlaps = own.overlapping_raw_ranges(existing.ranges());
         if !overlaps.is_empty() {
             return Err(FieldError::forbidden(
@@ -378,7 +428,12 @@ fn validate_pod_affinity(pool: &SpiderIPPool) -> Vec<FieldError> {
             AUTO_POOL_APP_NAMESPACE,
             AUTO_POOL_APP_NAME,
         ];
-        for key in affinity.match_labels.as_ref().into_iter().flat_map(BTreeMap::keys) {
+        for key in affinity
+            .match_labels
+            .as_ref()
+            .into_iter()
+            .flat_map(BTreeMap::keys)
+        {
             if !ALLOWED.contains(&key.as_str()) {
                 errors.push(FieldError::invalid(
                     POD_AFFINITY_FIELD,
@@ -414,7 +469,12 @@ fn validate_pod_affinity(pool: &SpiderIPPool) -> Vec<FieldError> {
 }
 
 /// The effective addresses (`AssembleTotalIPs`).
-fn total_ips(version: IpVersion, subnet: &str, ips: &[String], exclude: &[String]) -> Result<IpSet, String> {
+fn total_ips(
+    version: IpVersion,
+    subnet: &str,
+    ips: &[String],
+    exclude: &[String],
+) -> Result<IpSet, String> {
     let pool_ips = PoolIps::new(subnet, ips, exclude).map_err(|error| error.to_string())?;
     if pool_ips.version() != version {
         return Err(format!("subnet {subnet} is not an IPv{version} CIDR"));
@@ -439,15 +499,16 @@ fn validate_ip_in_use(pool: &SpiderIPPool, version: IpVersion) -> Result<(), Fie
             )
         })?
         .unwrap_or_default();
-    let total = total_ips(version, &pool.spec.subnet, ips(pool), exclude_ips(pool)).map_err(|error| {
-        FieldError::internal(
-            IPS_FIELD,
-            format!(
-                "failed to assemble the total IP addresses of the IPPool {}: {error}",
-                pool.name_any()
-            ),
-        )
-    })?;
+    let total =
+        total_ips(version, &pool.spec.subnet, ips(pool), exclude_ips(pool)).map_err(|error| {
+            FieldError::internal(
+                IPS_FIELD,
+                format!(
+                    "failed to assemble the total IP addresses of the IPPool {}: {error}",
+                    pool.name_any()
+                ),
+            )
+        })?;
     for (address, allocation) in &allocations {
         let held = address
             .parse()
@@ -475,15 +536,16 @@ fn validate_within_owner_subnet(
     if controller_of(&pool.metadata).is_none() {
         return Ok(());
     }
-    let pool_ips = total_ips(version, &pool.spec.subnet, ips(pool), exclude_ips(pool)).map_err(|error| {
-        FieldError::internal(
-            IPS_FIELD,
-            format!(
-                "failed to assemble the total IP addresses of the IPPool {}: {error}",
-                pool.name_any()
-            ),
-        )
-    })?;
+    let pool_ips =
+        total_ips(version, &pool.spec.subnet, ips(pool), exclude_ips(pool)).map_err(|error| {
+            FieldError::internal(
+                IPS_FIELD,
+                format!(
+                    "failed to assemble the total IP addresses of the IPPool {}: {error}",
+                    pool.name_any()
+                ),
+            )
+        })?;
     if pool_ips.is_empty() {
         return Ok(());
     }
@@ -520,7 +582,8 @@ fn validate_within_owner_subnet(
     let outside = pool_ips.subtract(&subnet_ips);
     if !outside.is_empty() {
         let addresses: Vec<_> = outside.addresses().take(65_536).collect();
-        let ranges = ips_to_ranges(version, &addresses).unwrap_or_else(|_| outside.to_range_strings());
+        let ranges =
+            ips_to_ranges(version, &addresses).unwrap_or_else(|_| outside.to_range_strings());
         return Err(FieldError::forbidden(
             IPS_FIELD,
             format!(
@@ -609,10 +672,22 @@ mod tests {
         assert_eq!(candidate.spec.ip_version, Some(4));
         assert_eq!(
             candidate.spec.ips,
-            Some(vec!["172.18.40.1-172.18.40.3".to_string(), "172.18.40.10".into()])
+            Some(vec![
+                "172.18.40.1-172.18.40.3".to_string(),
+                "172.18.40.10".into()
+            ])
         );
-        assert_eq!(candidate.metadata.finalizers, Some(vec!["spiderpool.spidernet.io".into()]));
-        assert_eq!(candidate.labels().get(LABEL_IPPOOL_CIDR).map(String::as_str), Some("172-18-40-0-24"));
+        assert_eq!(
+            candidate.metadata.finalizers,
+            Some(vec!["spiderpool.spidernet.io".into()])
+        );
+        assert_eq!(
+            candidate
+                .labels()
+                .get(LABEL_IPPOOL_CIDR)
+                .map(String::as_str),
+            Some("172-18-40-0-24")
+        );
         // A single item is stored verbatim.
         let mut single = v4_pool("s", "10.0.0.0/24", &["10.0.0.9"]);
         mutate(&mut single, &settings(), &[]).unwrap();
@@ -633,9 +708,18 @@ mod tests {
         }));
         mutate(&mut candidate, &settings(), std::slice::from_ref(&owner)).unwrap();
         let reference = controller_of(&candidate.metadata).unwrap();
-        assert_eq!((reference.name.as_str(), reference.uid.as_str()), ("subnet-n", "u-1"));
+        assert_eq!(
+            (reference.name.as_str(), reference.uid.as_str()),
+            ("subnet-n", "u-1")
+        );
         assert_eq!(reference.block_owner_deletion, Some(true));
-        assert_eq!(candidate.labels().get(LABEL_OWNER_SPIDER_SUBNET).map(String::as_str), Some("subnet-n"));
+        assert_eq!(
+            candidate
+                .labels()
+                .get(LABEL_OWNER_SPIDER_SUBNET)
+                .map(String::as_str),
+            Some("subnet-n")
+        );
         assert_eq!(candidate.spec.gateway.as_deref(), Some("172.18.50.0"));
         assert_eq!(candidate.spec.routes.as_ref().map(Vec::len), Some(1));
         // Explicit empty routes are kept; the feature switch turns adoption off.
@@ -649,7 +733,10 @@ mod tests {
             "apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "p"},
             "spec": {"subnet": "172.18.50.0/24"}
         }));
-        let disabled = ClusterSettings { enable_spider_subnet: false, ..settings() };
+        let disabled = ClusterSettings {
+            enable_spider_subnet: false,
+            ..settings()
+        };
         mutate(&mut off, &disabled, &[owner]).unwrap();
         assert!(off.metadata.owner_references.is_none());
     }
@@ -657,9 +744,18 @@ mod tests {
     #[test]
     fn gateway_inside_ips_is_rejected_unless_excluded() {
         // G31
-        let mut candidate = v4_pool("p", "172.18.40.0/24", &["172.18.40.1-172.18.40.2", "172.18.40.10"]);
+        let mut candidate = v4_pool(
+            "p",
+            "172.18.40.0/24",
+            &["172.18.40.1-172.18.40.2", "172.18.40.10"],
+        );
         candidate.spec.gateway = Some("172.18.40.1".into());
-        let text = message(validate_create(&candidate, &[], &OwnerSubnet::NotNeeded, &settings()));
+        let text = message(validate_create(
+            &candidate,
+            &[],
+            &OwnerSubnet::NotNeeded,
+            &settings(),
+        ));
         assert_eq!(
             text,
             "SpiderIPPool.spiderpool.spidernet.io \"p\" is invalid: spec.ips[0]: Invalid value: \"172.18.40.1-172.18.40.2\": conflicts with 'spec.gateway' 172.18.40.1, add the gateway IP address to 'spec.excludeIPs' or remove it from 'spec.ips'"
@@ -672,10 +768,16 @@ mod tests {
     fn routes_are_checked() {
         // G32
         let mut candidate = v4_pool("p", "172.18.40.0/24", &[]);
-        candidate.spec.routes = Some(vec![spiderpool_api::Route { dst: "0.0.0.0/0".into(), gw: "172.18.40.1".into() }]);
+        candidate.spec.routes = Some(vec![spiderpool_api::Route {
+            dst: "0.0.0.0/0".into(),
+            gw: "172.18.40.1".into(),
+        }]);
         assert!(message(validate_create(&candidate, &[], &OwnerSubnet::NotNeeded, &settings()))
             .ends_with("spec.routes[0].dst: Invalid value: \"0.0.0.0/0\": please specify 'spec.gateway' to configure the default route"));
-        candidate.spec.routes = Some(vec![spiderpool_api::Route { dst: "192.168.40.0/24".into(), gw: "172.18.41.1".into() }]);
+        candidate.spec.routes = Some(vec![spiderpool_api::Route {
+            dst: "192.168.40.0/24".into(),
+            gw: "172.18.41.1".into(),
+        }]);
         assert!(message(validate_create(&candidate, &[], &OwnerSubnet::NotNeeded, &settings()))
             .ends_with("spec.routes[0].gw: Invalid value: \"172.18.41.1\": not pertains to the 'spec.subnet' 172.18.40.0/24 of IPPool"));
     }
@@ -686,7 +788,12 @@ mod tests {
         let existing = v4_pool("small", "172.18.40.0/25", &["172.18.40.40"]);
         let candidate = v4_pool("big", "172.18.40.0/24", &[]);
         assert_eq!(
-            message(validate_create(&candidate, std::slice::from_ref(&existing), &OwnerSubnet::NotNeeded, &settings())),
+            message(validate_create(
+                &candidate,
+                std::slice::from_ref(&existing),
+                &OwnerSubnet::NotNeeded,
+                &settings()
+            )),
             "SpiderIPPool.spiderpool.spidernet.io \"big\" is invalid: spec.subnet: Invalid value: \"172.18.40.0/24\": overlap with IPPool small which 'spec.subnet' is 172.18.40.0/25"
         );
         let same = v4_pool("same", "172.18.40.0/25", &["172.18.40.41"]);
@@ -697,9 +804,18 @@ mod tests {
     fn same_subnet_pools_may_not_share_addresses() {
         // G34
         let existing = v4_pool("old", "172.18.40.0/24", &["172.18.40.10"]);
-        let candidate = v4_pool("new", "172.18.40.0/24", &["172.18.40.1-172.18.40.2", "172.18.40.10"]);
+        let candidate = v4_pool(
+            "new",
+            "172.18.40.0/24",
+            &["172.18.40.1-172.18.40.2", "172.18.40.10"],
+        );
         assert_eq!(
-            message(validate_create(&candidate, &[existing], &OwnerSubnet::NotNeeded, &settings())),
+            message(validate_create(
+                &candidate,
+                &[existing],
+                &OwnerSubnet::NotNeeded,
+                &settings()
+            )),
             "SpiderIPPool.spiderpool.spidernet.io \"new\" is invalid: spec.ips: Forbidden: overlap with IPPool old in IP ranges [172.18.40.10], total IP addresses of an IPPool are jointly determined by 'spec.ips' and 'spec.excludeIPs'"
         );
     }
@@ -708,32 +824,63 @@ mod tests {
     fn an_existing_name_is_already_exists() {
         // G35
         let existing = v4_pool("dup", "10.1.0.0/24", &[]);
-        let denial = validate_create(&existing.clone(), &[existing], &OwnerSubnet::NotNeeded, &settings()).unwrap_err();
+        let denial = validate_create(
+            &existing.clone(),
+            &[existing],
+            &OwnerSubnet::NotNeeded,
+            &settings(),
+        )
+        .unwrap_err();
         assert_eq!(denial.code(), 409);
-        assert_eq!(denial.message(), "SpiderIPPool.spiderpool.spidernet.io \"dup\" already exists");
+        assert_eq!(
+            denial.message(),
+            "SpiderIPPool.spiderpool.spidernet.io \"dup\" already exists"
+        );
     }
 
     #[test]
     fn pod_affinity_rules() {
         // G36
         let mut candidate = v4_pool("p", "10.2.0.0/24", &[]);
-        candidate.spec.pod_affinity = Some(serde_json::from_value(json!({"matchLabels": {"key": ".starts.with.dot"}})).unwrap());
-        assert!(message(validate_create(&candidate, &[], &OwnerSubnet::NotNeeded, &settings()))
-            .contains("spec.podAffinity.matchLabels: Invalid value: \".starts.with.dot\""));
-        candidate.spec.pod_affinity = Some(serde_json::from_value(json!({"matchLabels": {}, "matchExpressions": []})).unwrap());
+        candidate.spec.pod_affinity = Some(
+            serde_json::from_value(json!({"matchLabels": {"key": ".starts.with.dot"}})).unwrap(),
+        );
+        assert!(
+            message(validate_create(
+                &candidate,
+                &[],
+                &OwnerSubnet::NotNeeded,
+                &settings()
+            ))
+            .contains("spec.podAffinity.matchLabels: Invalid value: \".starts.with.dot\"")
+        );
+        candidate.spec.pod_affinity = Some(
+            serde_json::from_value(json!({"matchLabels": {}, "matchExpressions": []})).unwrap(),
+        );
         assert_eq!(
-            message(validate_create(&candidate, &[], &OwnerSubnet::NotNeeded, &settings())),
+            message(validate_create(
+                &candidate,
+                &[],
+                &OwnerSubnet::NotNeeded,
+                &settings()
+            )),
             "SpiderIPPool.spiderpool.spidernet.io \"p\" is invalid: spec.podAffinity: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{}, MatchExpressions:[]v1.LabelSelectorRequirement{}}: empty podAffinity is invalid for SpiderIPPool"
         );
-        candidate.spec.pod_affinity = Some(serde_json::from_value(json!({"matchLabels": {"key": "value"}})).unwrap());
+        candidate.spec.pod_affinity =
+            Some(serde_json::from_value(json!({"matchLabels": {"key": "value"}})).unwrap());
         assert!(validate_create(&candidate, &[], &OwnerSubnet::NotNeeded, &settings()).is_ok());
-        candidate.labels_mut().insert(LABEL_OWNER_APPLICATION_NAME.into(), "app".into());
+        candidate
+            .labels_mut()
+            .insert(LABEL_OWNER_APPLICATION_NAME.into(), "app".into());
         assert!(message(validate_create(&candidate, &[], &OwnerSubnet::NotNeeded, &settings()))
             .contains("it's invalid to add additional podAffinity matchLabels for auto-created SpiderIPPool"));
-        candidate.spec.pod_affinity = Some(serde_json::from_value(json!({
-            "matchLabels": {AUTO_POOL_APP_NAME: "app", AUTO_POOL_APP_KIND: "Deployment"},
-            "matchExpressions": [{"key": "a", "operator": "Exists"}]
-        })).unwrap());
+        candidate.spec.pod_affinity = Some(
+            serde_json::from_value(json!({
+                "matchLabels": {AUTO_POOL_APP_NAME: "app", AUTO_POOL_APP_KIND: "Deployment"},
+                "matchExpressions": [{"key": "a", "operator": "Exists"}]
+            }))
+            .unwrap(),
+        );
         assert!(message(validate_create(&candidate, &[], &OwnerSubnet::NotNeeded, &settings()))
             .contains("it's invalid to add additional podAffinity matchExpressions for auto-created SpiderIPPool"));
         candidate.spec.pod_affinity = Some(serde_json::from_value(json!({
@@ -746,21 +893,39 @@ mod tests {
     #[test]
     fn removing_an_allocated_address_is_forbidden() {
         // G37
-        let mut old = v4_pool("p", "172.18.40.0/24", &["172.18.40.1-172.18.40.2", "172.18.40.10"]);
+        let mut old = v4_pool(
+            "p",
+            "172.18.40.0/24",
+            &["172.18.40.1-172.18.40.2", "172.18.40.10"],
+        );
         old.status = Some(serde_json::from_value(json!({
             "allocatedIPs": "{\"172.18.40.10\":{\"pod\":\"default/pod\",\"podUid\":\"u\"}}", "allocatedIPCount": 1
         })).unwrap());
         let mut new = old.clone();
         new.spec.ips = Some(vec!["172.18.40.1-172.18.40.2".into()]);
         assert_eq!(
-            message(validate_update(&old, &new, &[], &OwnerSubnet::NotNeeded, &settings())),
+            message(validate_update(
+                &old,
+                &new,
+                &[],
+                &OwnerSubnet::NotNeeded,
+                &settings()
+            )),
             "SpiderIPPool.spiderpool.spidernet.io \"p\" is invalid: spec.ips: Forbidden: remove an IP address 172.18.40.10 that is being used by Pod default/pod, total IP addresses of an IPPool are jointly determined by 'spec.ips' and 'spec.excludeIPs'"
         );
         assert!(validate_update(&old, &old, &[], &OwnerSubnet::NotNeeded, &settings()).is_ok());
         let mut moved = old.clone();
         moved.spec.subnet = "172.18.41.0/24".into();
-        assert!(message(validate_update(&old, &moved, &[], &OwnerSubnet::NotNeeded, &settings()))
-            .ends_with("spec.subnet: Forbidden: is not changeable"));
+        assert!(
+            message(validate_update(
+                &old,
+                &moved,
+                &[],
+                &OwnerSubnet::NotNeeded,
+                &settings()
+            ))
+            .ends_with("spec.subnet: Forbidden: is not changeable")
+        );
     }
 
     fn auto_pool_and_subnet() -> (SpiderIPPool, SpiderSubnet) {
@@ -797,16 +962,27 @@ mod tests {
         // G83, G84
         let (mut candidate, owner) = auto_pool_and_subnet();
         candidate.labels_mut().remove(LABEL_OWNER_APPLICATION_NAME);
-        candidate.spec.ips = Some(vec!["172.18.40.1-172.18.40.2".into(), "172.18.40.40".into()]);
+        candidate.spec.ips = Some(vec![
+            "172.18.40.1-172.18.40.2".into(),
+            "172.18.40.40".into(),
+        ]);
         let found = OwnerSubnet::Found(Box::new(owner));
         assert!(message(validate_create(&candidate, &[], &found, &settings())).ends_with(
             "spec.ips: Forbidden: add some IP ranges [172.18.40.40] that are not contained in controller Subnet sub, total IP addresses of an IPPool are jointly determined by 'spec.ips' and 'spec.excludeIPs'"
         ));
-        let missing = OwnerSubnet::Missing { name: "gone".into(), error: "not found".into() };
+        let missing = OwnerSubnet::Missing {
+            name: "gone".into(),
+            error: "not found".into(),
+        };
         let denial = validate_create(&candidate, &[], &missing, &settings()).unwrap_err();
         assert_eq!(denial.code(), 422);
-        assert!(denial.message().ends_with("spec.subnet: Internal error: failed to get controller Subnet gone: not found"));
-        candidate.spec.ips = Some(vec!["172.18.40.2-172.18.40.3".into(), "172.18.40.10".into()]);
+        assert!(denial.message().ends_with(
+            "spec.subnet: Internal error: failed to get controller Subnet gone: not found"
+        ));
+        candidate.spec.ips = Some(vec![
+            "172.18.40.2-172.18.40.3".into(),
+            "172.18.40.10".into(),
+        ]);
         candidate.spec.exclude_ips = Some(vec!["172.18.40.10".into()]);
         candidate.spec.gateway = Some("172.18.40.1".into());
         assert!(validate_create(&candidate, &[], &found, &settings()).is_ok());
@@ -817,22 +993,50 @@ mod tests {
         // G39, G40
         let mut candidate = v4_pool("p", "10.3.0.0/24", &[]);
         candidate.status = Some(serde_json::from_value(json!({"allocatedIPCount": 5})).unwrap());
-        let enabled = ClusterSettings { enable_validating_resources_deleted_webhook: true, ..settings() };
+        let enabled = ClusterSettings {
+            enable_validating_resources_deleted_webhook: true,
+            ..settings()
+        };
         let denial = validate_delete(&candidate, &enabled).unwrap_err();
         assert_eq!(denial.code(), 403);
-        assert_eq!(denial.message(), "spiderippools.spiderpool.spidernet.io \"p\" is forbidden: cannot delete an IPPool with allocated IPs(5)");
+        assert_eq!(
+            denial.message(),
+            "spiderippools.spiderpool.spidernet.io \"p\" is forbidden: cannot delete an IPPool with allocated IPs(5)"
+        );
         assert!(validate_delete(&candidate, &settings()).is_ok());
         candidate.status = Some(serde_json::from_value(json!({"allocatedIPCount": 0})).unwrap());
         assert!(validate_delete(&candidate, &enabled).is_ok());
 
         let mut terminating = v4_pool("t", "10.4.0.0/24", &[]);
-        terminating.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        terminating.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
         terminating.metadata.finalizers = Some(vec!["spiderpool.spidernet.io".into()]);
-        let denial = validate_update(&terminating, &terminating, &[], &OwnerSubnet::NotNeeded, &settings()).unwrap_err();
-        assert_eq!((denial.code(), denial.message().as_str()), (403, "forbidden: cannot update a terminating IPPool"));
+        let denial = validate_update(
+            &terminating,
+            &terminating,
+            &[],
+            &OwnerSubnet::NotNeeded,
+            &settings(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (denial.code(), denial.message().as_str()),
+            (403, "forbidden: cannot update a terminating IPPool")
+        );
         let mut released = terminating.clone();
         released.metadata.finalizers = None;
-        assert!(validate_update(&terminating, &released, &[], &OwnerSubnet::NotNeeded, &settings()).is_ok());
+        assert!(
+            validate_update(
+                &terminating,
+                &released,
+                &[],
+                &OwnerSubnet::NotNeeded,
+                &settings()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -842,8 +1046,15 @@ mod tests {
         assert!(message(validate_create(&candidate, &[], &OwnerSubnet::NotNeeded, &settings()))
             .ends_with("spec.subnet: Invalid value: \"172.18.40.1/24\": unformatted subnet 172.18.40.1/24, please change it to 172.18.40.0/24"));
         let reversed = v4_pool("r", "10.5.0.0/24", &["10.5.0.9-10.5.0.1"]);
-        assert!(message(validate_create(&reversed, &[], &OwnerSubnet::NotNeeded, &settings()))
-            .contains("range 10.5.0.9-10.5.0.1 is reversed"));
+        assert!(
+            message(validate_create(
+                &reversed,
+                &[],
+                &OwnerSubnet::NotNeeded,
+                &settings()
+            ))
+            .contains("range 10.5.0.9-10.5.0.1 is reversed")
+        );
         let missing_version = pool(json!({
             "apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "n"}, "spec": {"subnet": "bogus"}
         }));

@@ -1,0 +1,360 @@
+//! The admission webhooks: defaulting and validation of every Spiderpool kind (upstream's rules
+//! and denial texts) and validation of the `ipam.spidernet.io/*` annotations of pods, workloads
+//! and namespaces.
+//!
+//! Layout: one pure module per kind ([`ippool`], [`subnet`], [`reservedip`], [`multusconfig`],
+//! [`coordinator`], [`annotations`]) holding the rules with their unit tests; [`field`] renders
+//! Kubernetes field errors and status errors exactly as Go does; [`handlers`] reads what the
+//! rules need; [`server`] speaks AdmissionReview over HTTPS (rustls, HTTP/1.1 and h2);
+//! [`certs`] makes or loads the serving certificate; [`registration`] builds or patches the
+//! webhook configurations.
+//!
+//! The webhooks serve on every replica (they are not leader-gated). The replica is ready once
+//! the caches have synced and the certificate is loaded.
+
+pub mod annotations;
+pub mod certs;
+pub mod common;
+pub mod coordinator;
+pub mod field;
+pub mod handlers;
+pub mod ippool;
+pub mod metrics;
+pub mod multusconfig;
+pub mod registration;
+pub mod reservedip;
+pub mod server;
+pub mod subnet;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum_server::tls_rustls::RustlsConfig;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use spiderpool_api::{SpiderIPPool, SpiderSubnet};
+use tokio::sync::watch;
+
+use crate::admin::{Readiness, mark_ready_when_synced};
+use crate::args::{Args, CertMode};
+use handlers::{SettingsSource, WebhookState};
+use metrics::WebhookMetrics;
+use registration::{Endpoint, Registration};
+
+pub const READY_CERTIFICATE: &str = "webhook certificate";
+pub const READY_POOLS: &str = "webhook ippool cache";
+pub const READY_SUBNETS: &str = "webhook subnet cache";
+pub const READY_SETTINGS: &str = "webhook settings cache";
+
+/// Starts a reflector of `api` and returns its store.
+fn reflect<K>(api: Api<K>, config: watcher::Config) -> reflector::Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(async move {
+        stream
+            .for_each(|event| async move {
+                if let Err(error) = event {
+                    tracing::warn!(%error, "webhook cache watch error");
+                }
+            })
+            .await;
+    });
+    reader
+}
+
+/// How the webhook server gets its certificate, resolved from the flags.
+struct Certificates {
+    config: RustlsConfig,
+    ca_bundle: Option<Vec<u8>>,
+}
+
+async fn load_certificates(client: &Client, args: &Args) -> anyhow::Result<Certificates> {
+    match args.webhook_cert_mode {
+        CertMode::Auto => {
+            let sans = certs::service_sans(
+                &args.webhook_service_name,
+                &args.namespace,
+                &args.webhook_extra_sans,
+            );
+            let bundle =
+                certs::ensure_secret(client, &args.namespace, &args.webhook_secret_name, &sans)
+                    .await
+                    .context("webhook certificate (auto mode)")?;
+            let config = RustlsConfig::from_pem(
+                bundle.cert.clone().into_bytes(),
+                bundle.key.clone().into_bytes(),
+            )
+            .await
+            .context("loading the webhook certificate")?;
+            Ok(Certificates {
+                config,
+                ca_bundle: Some(bundle.ca_cert.into_bytes()),
+            })
+        }
+        CertMode::Provided => {
+            let files = certs::CertFiles {
+                dir: args.webhook_cert_dir.clone(),
+            };
+            let contents = files
+                .read()
+                .await
+                .context("webhook certificate (provided mode)")?;
+            let config = RustlsConfig::from_pem(contents.cert.clone(), contents.key.clone())
+                .await
+                .context("loading the webhook certificate")?;
+            Ok(Certificates {
+                config,
+                ca_bundle: contents.ca,
+            })
+        }
+    }
+}
+
+async fn register(client: &Client, args: &Args, ca_bundle: Option<&[u8]>) -> anyhow::Result<()> {
+    if let Some(base) = &args.webhook_register_url {
+        let registration = Registration {
+            name: args.webhook_configuration_name.clone(),
+            endpoint: Endpoint::Url(base.clone()),
+            ca_bundle: ca_bundle.unwrap_or_default().to_vec(),
+            namespace_selector: registration::parse_labels(&args.webhook_namespace_selector)
+                .map_err(anyhow::Error::msg)?,
+            object_selector: registration::parse_labels(&args.webhook_object_selector)
+                .map_err(anyhow::Error::msg)?,
+        };
+        registration
+            .apply(client)
+            .await
+            .context("registering the webhook configurations")?;
+        tracing::info!(name = %registration.name, url = %base, "webhook configurations registered");
+    } else if let Some(bundle) = ca_bundle
+        && !args.webhook_configuration_name.is_empty()
+    {
+        let updated =
+            registration::patch_ca_bundle(client, &args.webhook_configuration_name, bundle)
+                .await
+                .context("patching caBundle into the webhook configurations")?;
+        tracing::info!(name = %args.webhook_configuration_name, updated, "webhook caBundle in place");
+    }
+    Ok(())
+}
+
+/// Runs the webhook server until `shutdown` flips to true. Failing to get a certificate is
+/// retried (the replica stays unready meanwhile), so a slow API server does not crash it.
+pub async fn run(
+    client: Client,
+    args: Args,
+    metrics: WebhookMetrics,
+    readiness: Readiness,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    for condition in [
+        READY_CERTIFICATE,
+        READY_POOLS,
+        READY_SUBNETS,
+        READY_SETTINGS,
+    ] {
+        readiness.set(condition, false);
+    }
+    let pools = reflect(
+        Api::<SpiderIPPool>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let subnets = reflect(
+        Api::<SpiderSubnet>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let settings_store = reflect(
+        Api::<ConfigMap>::namespaced(client.clone(), &args.namespace),
+        watcher::Config::default().fields(&format!("metadata.name={}", args.settings_configmap)),
+    );
+    tokio::spawn(mark_ready_when_synced(
+        pools.clone(),
+        readiness.clone(),
+        READY_POOLS,
+    ));
+    tokio::spawn(mark_ready_when_synced(
+        subnets.clone(),
+        readiness.clone(),
+        READY_SUBNETS,
+    ));
+    tokio::spawn(mark_ready_when_synced(
+        settings_store.clone(),
+        readiness.clone(),
+        READY_SETTINGS,
+    ));
+
+    let certificates = loop {
+        match load_certificates(&client, &args).await {
+            Ok(certificates) => break certificates,
+            Err(error) => {
+                tracing::warn!("{error:#}; retrying in 2s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+                }
+            }
+        }
+    };
+    loop {
+        match register(&client, &args, certificates.ca_bundle.as_deref()).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!("{error:#}; retrying in 2s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+                }
+            }
+        }
+    }
+    spawn_rotation(
+        client.clone(),
+        args.clone(),
+        certificates.config.clone(),
+        metrics.clone(),
+    );
+
+    let state = Arc::new(WebhookState {
+        client,
+        settings: SettingsSource {
+            store: settings_store,
+            namespace: args.namespace.clone(),
+            name: args.settings_configmap.clone(),
+        },
+        pools,
+        subnets,
+        metrics,
+    });
+    let handle = axum_server::Handle::new();
+    {
+        let handle = handle.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        });
+    }
+    let addr: SocketAddr = args.webhook_addr;
+    let server = axum_server::bind_rustls(addr, certificates.config)
+        .handle(handle.clone())
+        .serve(server::router(state).into_make_service());
+    let readiness_on_listen = {
+        let handle = handle.clone();
+        let readiness = readiness.clone();
+        async move {
+            if let Some(address) = handle.listening().await {
+                tracing::info!(%address, "webhook server listening (https, h2 and http/1.1)");
+                readiness.set(READY_CERTIFICATE, true);
+            }
+        }
+    };
+    tokio::spawn(readiness_on_listen);
+    server.await.context("webhook server")
+}
+
+/// Keeps the served certificate current: `provided` reloads changed files; `auto` re-checks the
+/// Secret hourly (renewal before expiry, or a certificate rotated by another replica).
+fn spawn_rotation(client: Client, args: Args, config: RustlsConfig, metrics: WebhookMetrics) {
+    match args.webhook_cert_mode {
+        CertMode::Provided => {
+            let files = certs::CertFiles {
+                dir: args.webhook_cert_dir.clone(),
+            };
+            tokio::spawn(async move {
+                let Ok(initial) = files.read().await else {
+                    return;
+                };
+                certs::watch_files(files, initial, args.webhook_cert_reload_interval, |contents| {
+                    let config = config.clone();
+                    let client = client.clone();
+                    let args = args.clone();
+                    let metrics = metrics.clone();
+                    async move {
+                        if let Err(error) = config.reload_from_pem(contents.cert, contents.key).await {
+                            tracing::warn!(%error, "new webhook certificate files are not usable yet");
+                            return false;
+                        }
+                        metrics.certificate_reloaded();
+                        tracing::info!("reloaded the webhook serving certificate");
+                        if let Err(error) = register(&client, &args, contents.ca.as_deref()).await {
+                            tracing::warn!("{error:#}");
+                        }
+                        true
+                    }
+                })
+                .await;
+            });
+        }
+        CertMode::Auto => {
+            tokio::spawn(async move {
+                let sans = certs::service_sans(
+                    &args.webhook_service_name,
+                    &args.namespace,
+                    &args.webhook_extra_sans,
+                );
+                let mut served = None::<String>;
+                let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    ticker.tick().await;
+                    match certs::ensure_secret(
+                        &client,
+                        &args.namespace,
+                        &args.webhook_secret_name,
+                        &sans,
+                    )
+                    .await
+                    {
+                        Ok(bundle) => {
+                            let changed = served.as_ref().is_some_and(|cert| *cert != bundle.cert);
+                            if changed {
+                                match config
+                                    .reload_from_pem(
+                                        bundle.cert.clone().into_bytes(),
+                                        bundle.key.clone().into_bytes(),
+                                    )
+                                    .await
+                                {
+                                    Ok(()) => {
+                                        metrics.certificate_reloaded();
+                                        if let Err(error) = register(
+                                            &client,
+                                            &args,
+                                            Some(bundle.ca_cert.as_bytes()),
+                                        )
+                                        .await
+                                        {
+                                            tracing::warn!("{error:#}");
+                                        }
+                                    }
+                                    Err(error) => {
+                                        tracing::warn!(%error, "cannot load the renewed certificate")
+                                    }
+                                }
+                            }
+                            served = Some(bundle.cert);
+                        }
+                        Err(error) => tracing::warn!("{error:#}"),
+                    }
+                }
+            });
+        }
+    }
+}
