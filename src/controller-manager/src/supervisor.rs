@@ -51,6 +51,12 @@ impl Controllers {
                 }),
             ));
         }
+        for (name, conditions, factory) in
+            crate::ippool::controllers(client.clone(), &args.ipam, registry, readiness, &metrics)
+        {
+            leader_conditions.extend(conditions);
+            factories.push((name, factory));
+        }
         Self {
             factories,
             leader_conditions,

@@ -102,12 +102,7 @@ pub fn auto_pool_name(
     nic: &str,
     app_uid: &str,
 ) -> String {
-    let last_segment = app_uid.rsplit('-').next().unwrap_or_default();
-    let fragment: String = last_segment
-        .chars()
-        .take(5)
-        .collect::<String>()
-        .to_lowercase();
+    let fragment = uid_fragment(app_uid);
     let nic = nic.to_lowercase();
     let mut name = controller_name.to_lowercase();
     // `auto4` plus three dashes.
@@ -132,6 +127,23 @@ pub fn auto_pool_name(
         pool.truncate(cut);
     }
     pool
+}
+
+/// The UID fragment that ends an auto pool's name: the first five characters (lower-cased) of
+/// the text after the UID's last `-`.
+pub fn uid_fragment(app_uid: &str) -> String {
+    let last_segment = app_uid.rsplit('-').next().unwrap_or_default();
+    last_segment
+        .chars()
+        .take(5)
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// Whether an auto pool name was made for the workload with this UID (a pool kept and reused by a
+/// successor keeps its predecessor's name, so this only tells apart pools that were never reused).
+pub fn pool_name_matches_uid(pool: &str, app_uid: &str) -> bool {
+    pool.rsplit('-').next() == Some(uid_fragment(app_uid).as_str())
 }
 
 /// `ApplicationLabelGV`: `apps/v1` -> `apps_v1`, `v1` -> `v1`.
@@ -597,6 +609,24 @@ mod tests {
             ),
             "auto6-nginx-eth0-9a2b3"
         );
+    }
+
+    #[test]
+    fn pool_names_tell_which_workload_instance_they_were_made_for() {
+        let name = auto_pool_name(
+            "web",
+            IpVersion::V4,
+            "eth0",
+            "2d6a1f3e-5b7c-4d9e-8f10-9a2b3c4d5e6f",
+        );
+        assert!(pool_name_matches_uid(
+            &name,
+            "2d6a1f3e-5b7c-4d9e-8f10-9A2B3c4d5e6f"
+        ));
+        assert!(!pool_name_matches_uid(
+            &name,
+            "2d6a1f3e-5b7c-4d9e-8f10-111111111111"
+        ));
     }
 
     #[test]

@@ -1,0 +1,766 @@
+//! One auto pool of one workload (§4.4), as I/O around [`plan_pre_allocation`]:
+//!
+//! 1. fast path: the cached pool and subnet record already match — nothing to do, no API call;
+//! 2. otherwise, under the subnet's lock: read the subnet and the workload's pool from the API
+//!    server, plan, write the subnet's `status.controlledIPPools` with compare-and-swap, then
+//!    create or update the pool. When the plan removes addresses, the pool update carries the
+//!    resourceVersion whose ledger the plan saw, so an address a pod took in between is never
+//!    dropped: the update conflicts, and the next attempt repairs the record. Requests of many
+//!    workloads on one subnet are served together ([`SubnetBatches`]): one subnet write each
+//!    round, pool writes in parallel.
+//!
+//! Pools are created with a plain create (a name collision must fail, never take over another
+//! object) and updated with a JSON merge patch of exactly the fields this controller owns:
+//! `spec.ips`, the UID / reclaim labels and the IP-number annotation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use spiderpool_api::constants::ANNO_IPPOOL_IP_NUMBER;
+use spiderpool_api::constants::{
+    API_VERSION, AUTO_POOL_APP_API_GROUP, AUTO_POOL_APP_API_VERSION, AUTO_POOL_APP_KIND,
+    AUTO_POOL_APP_NAME, AUTO_POOL_APP_NAMESPACE, FINALIZER, LABEL_INTERFACE, LABEL_IP_VERSION,
+    LABEL_IPPOOL_CIDR, LABEL_IPPOOL_RECLAIM, LABEL_OWNER_APPLICATION_GV,
+    LABEL_OWNER_APPLICATION_KIND, LABEL_OWNER_APPLICATION_NAME, LABEL_OWNER_APPLICATION_NAMESPACE,
+    LABEL_OWNER_APPLICATION_UID, LABEL_OWNER_SPIDER_SUBNET, cidr_label_value,
+};
+use spiderpool_api::{IPPoolSpec, SpiderIPPool, SpiderReservedIP, SpiderSubnet};
+use spiderpool_ipam::autopool::{
+    AutoPoolAffinity, AutoPoolLabels, PoolChange, PoolRequest, PoolSnapshot, PreAllocation,
+    PreAllocationInput, application_key, plan_pre_allocation, subnet_counts,
+};
+use spiderpool_ipam::pod::AppRef;
+use spiderpool_ipam::range::IpSet;
+use spiderpool_ipam::store::reserved_set;
+
+use super::{Context, Error, FIELD_MANAGER};
+use crate::ippool::objects::{self, canonical_cidr, is_conflict};
+use crate::subnet::status::write_subnet_status;
+
+/// Attempts of the slow path when the subnet or the pool changed under it.
+const ATTEMPTS: u32 = 8;
+
+/// What happened to one pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolOutcome {
+    pub pool: String,
+    pub change: PoolChange,
+    pub size: u128,
+}
+
+/// The labels that find a workload's pool (all of §2.5 but the UID and reclaim flag).
+fn lookup_labels(labels: &AutoPoolLabels) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        (
+            LABEL_OWNER_SPIDER_SUBNET,
+            labels.owner_spider_subnet.clone(),
+        ),
+        (LABEL_OWNER_APPLICATION_GV, labels.application_gv.clone()),
+        (
+            LABEL_OWNER_APPLICATION_KIND,
+            labels.application_kind.clone(),
+        ),
+        (
+            LABEL_OWNER_APPLICATION_NAMESPACE,
+            labels.application_namespace.clone(),
+        ),
+        (
+            LABEL_OWNER_APPLICATION_NAME,
+            labels.application_name.clone(),
+        ),
+        (LABEL_IP_VERSION, labels.ip_version.clone()),
+        (LABEL_INTERFACE, labels.interface.clone()),
+    ])
+}
+
+fn all_labels(labels: &AutoPoolLabels, cidr_label: String) -> BTreeMap<String, String> {
+    let mut all: BTreeMap<String, String> = lookup_labels(labels)
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect();
+    all.insert(
+        LABEL_OWNER_APPLICATION_UID.to_string(),
+        labels.application_uid.clone(),
+    );
+    all.insert(LABEL_IPPOOL_RECLAIM.to_string(), labels.reclaim.clone());
+    all.insert(LABEL_IPPOOL_CIDR.to_string(), cidr_label);
+    all
+}
+
+fn affinity(app: &AppRef) -> LabelSelector {
+    let values = AutoPoolAffinity::new(app);
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([
+            (AUTO_POOL_APP_API_GROUP.to_string(), values.api_group),
+            (AUTO_POOL_APP_API_VERSION.to_string(), values.api_version),
+            (AUTO_POOL_APP_KIND.to_string(), values.kind),
+            (AUTO_POOL_APP_NAMESPACE.to_string(), values.namespace),
+            (AUTO_POOL_APP_NAME.to_string(), values.name),
+        ])),
+        match_expressions: None,
+    }
+}
+
+/// Upstream's choice among the pools carrying the lookup labels: skip reclaimable pools of a
+/// previous workload with the same name (they are being deleted) and terminating pools.
+fn choose<'a>(
+    pools: impl IntoIterator<Item = &'a SpiderIPPool>,
+    uid: &str,
+) -> Option<&'a SpiderIPPool> {
+    pools.into_iter().find(|pool| {
+        pool.metadata.deletion_timestamp.is_none()
+            && !(objects::is_reclaimable(pool)
+                && objects::label(pool, LABEL_OWNER_APPLICATION_UID) != Some(uid))
+    })
+}
+
+fn matches_labels(pool: &SpiderIPPool, wanted: &BTreeMap<&'static str, String>) -> bool {
+    wanted
+        .iter()
+        .all(|(key, value)| objects::label(pool, key) == Some(value.as_str()))
+}
+
+/// Whether the pool's metadata and addresses already say what the plan says.
+fn pool_up_to_date(
+    pool: &SpiderIPPool,
+    labels: &AutoPoolLabels,
+    annotation: &str,
+    ips: &IpSet,
+) -> bool {
+    objects::label(pool, LABEL_OWNER_APPLICATION_UID) == Some(labels.application_uid.as_str())
+        && objects::label(pool, LABEL_IPPOOL_RECLAIM) == Some(labels.reclaim.as_str())
+        && pool
+            .annotations()
+            .get(ANNO_IPPOOL_IP_NUMBER)
+            .is_some_and(|value| value == annotation)
+        && objects::pool_ips(pool).as_ref() == Some(ips)
+}
+
+/// The pool (if any) and record in the caches already match the request.
+fn fast_path(context: &Context, app: &AppRef, request: &PoolRequest) -> Option<PoolOutcome> {
+    let subnet = context.cache.subnet(&request.subnet)?;
+    if subnet.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let labels = AutoPoolLabels::new(
+        &request.subnet,
+        app,
+        &request.nic,
+        request.version,
+        request.reclaim,
+    );
+    let wanted = lookup_labels(&labels);
+    let candidates = context
+        .cache
+        .pools
+        .state()
+        .into_iter()
+        .filter(|pool| matches_labels(pool, &wanted))
+        .collect::<Vec<_>>();
+    let pool = choose(candidates.iter().map(AsRef::as_ref), &app.uid)?;
+    let name = objects::pool_name(pool);
+    let ips = objects::pool_ips(pool)?;
+    let controlled = objects::controlled_pools(&subnet).ok()?;
+    let record = controlled.0.get(&name)?;
+    let recorded = IpSet::from_ranges(ips.version(), &record.ips).ok()?;
+    let up_to_date = u128::try_from(request.desired).ok() == Some(ips.count())
+        && recorded == ips
+        && record.application.as_deref() == Some(application_key(app).as_str())
+        && canonical_cidr(&pool.spec.subnet) == canonical_cidr(&subnet.spec.subnet)
+        && objects::pool_allocated_set(pool, ips.version()).is_subset_of(&ips)
+        && pool_up_to_date(pool, &labels, &request.ip_number.annotation_value(), &ips);
+    up_to_date.then(|| PoolOutcome {
+        pool: name,
+        change: PoolChange::Unchanged,
+        size: ips.count(),
+    })
+}
+
+/// A request waiting for its subnet's lock.
+pub struct Job {
+    app: AppRef,
+    request: PoolRequest,
+    reply: oneshot::Sender<Result<PoolOutcome, Error>>,
+}
+
+/// Requests queued per subnet. Whoever gets the subnet's lock serves every queued request of
+/// that subnet in one batch: one subnet status write for all of them, then their pool writes in
+/// parallel. A burst of workloads on one subnet thus costs a few round trips, not a few per
+/// workload.
+#[derive(Default)]
+pub struct SubnetBatches {
+    pending: Mutex<HashMap<String, Vec<Job>>>,
+}
+
+impl SubnetBatches {
+    fn push(&self, subnet: &str, job: Job) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(subnet.to_string())
+            .or_default()
+            .push(job);
+    }
+
+    fn take(&self, subnet: &str) -> Vec<Job> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(subnet)
+            .unwrap_or_default()
+    }
+}
+
+/// Makes the workload's pool for `request` exist with the right addresses.
+pub async fn ensure_pool(
+    context: &Context,
+    app: &AppRef,
+    request: &PoolRequest,
+) -> Result<PoolOutcome, Error> {
+    if let Some(outcome) = fast_path(context, app, request) {
+        return Ok(outcome);
+    }
+    let (reply, mut outcome) = oneshot::channel();
+    context.batches.push(
+        &request.subnet,
+        Job {
+            app: app.clone(),
+            request: request.clone(),
+            reply,
+        },
+    );
+    let guard = context.locks.lock(&request.subnet).await;
+    // Served by the batch of whoever held the lock before?
+    if let Ok(result) = outcome.try_recv() {
+        return result;
+    }
+    let jobs = context.batches.take(&request.subnet);
+    serve(context, &request.subnet, jobs).await;
+    drop(guard);
+    outcome.await.unwrap_or_else(|_| {
+        Err(Error::Retry {
+            what: "the batch serving this request was dropped".to_string(),
+        })
+    })
+}
+
+/// Serves a batch of one subnet, re-planning the requests whose writes met a concurrent change.
+async fn serve(context: &Context, subnet: &str, jobs: Vec<Job>) {
+    let started = std::time::Instant::now();
+    let size = jobs.len();
+    serve_batch(context, subnet, jobs).await;
+    tracing::debug!(%subnet, requests = size, elapsed = ?started.elapsed(), "served a batch of auto-pool requests");
+}
+
+async fn serve_batch(context: &Context, subnet: &str, jobs: Vec<Job>) {
+    let mut remaining = jobs;
+    for attempt in 1..=ATTEMPTS {
+        if remaining.is_empty() {
+            return;
+        }
+        remaining = serve_once(context, subnet, remaining).await;
+        if !remaining.is_empty() {
+            tracing::debug!(%subnet, requests = remaining.len(), attempt, "re-planning auto pools after a conflict");
+            let jitter = rand::random_range(5..=20u64) * u64::from(attempt);
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
+        }
+    }
+    for job in remaining {
+        let _ = job.reply.send(Err(Error::ConflictsExhausted {
+            what: format!(
+                "SpiderSubnet {subnet} or IPPool {} kept changing",
+                job.request.pool_name
+            ),
+        }));
+    }
+}
+
+/// A request with its pool read afresh.
+struct Planned {
+    job: Job,
+    pool_name: String,
+    existing: Option<SpiderIPPool>,
+    labels: AutoPoolLabels,
+    plan: PreAllocation,
+}
+
+/// The workload's pool: chosen among cached pools with the lookup labels, then read afresh. A
+/// pool the cache does not show yet is at worst created twice: the second create fails with
+/// AlreadyExists and the workload is retried.
+async fn current_pool(
+    context: &Context,
+    pools: &Api<SpiderIPPool>,
+    job: &Job,
+    labels: &AutoPoolLabels,
+) -> Result<Option<SpiderIPPool>, Error> {
+    let wanted = lookup_labels(labels);
+    let cached: Vec<_> = context
+        .cache
+        .pools
+        .state()
+        .into_iter()
+        .filter(|pool| matches_labels(pool, &wanted))
+        .collect();
+    let names: Vec<String> = choose(cached.iter().map(AsRef::as_ref), &job.app.uid)
+        .map(objects::pool_name)
+        .into_iter()
+        .collect();
+    for name in names {
+        let fresh = pools
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::kube(format!("get SpiderIPPool {name}"), source))?;
+        if let Some(pool) = fresh
+            && matches_labels(&pool, &wanted)
+            && choose(std::iter::once(&pool), &job.app.uid).is_some()
+        {
+            return Ok(Some(pool));
+        }
+    }
+    Ok(None)
+}
+
+fn reply_all(jobs: Vec<Job>, error: impl Fn() -> Error) {
+    for job in jobs {
+        let _ = job.reply.send(Err(error()));
+    }
+}
+
+/// One pass over a batch; returns the requests to plan again.
+async fn serve_once(context: &Context, subnet_name: &str, jobs: Vec<Job>) -> Vec<Job> {
+    let subnets: Api<SpiderSubnet> = Api::all(context.client.clone());
+    let pools: Api<SpiderIPPool> = Api::all(context.client.clone());
+    let subnet = match subnets.get_opt(subnet_name).await {
+        Ok(Some(subnet)) => subnet,
+        Ok(None) => {
+            reply_all(jobs, || Error::SubnetNotFound {
+                subnet: subnet_name.to_string(),
+            });
+            return Vec::new();
+        }
+        Err(error) => {
+            let detail = error.to_string();
+            reply_all(jobs, || Error::SubnetRead {
+                subnet: subnet_name.to_string(),
+                detail: detail.clone(),
+            });
+            return Vec::new();
+        }
+    };
+    if subnet.metadata.deletion_timestamp.is_some() {
+        reply_all(jobs, || Error::SubnetTerminating {
+            subnet: subnet_name.to_string(),
+        });
+        return Vec::new();
+    }
+    let (Some(version), Some(subnet_ips), Some(subnet_cidr)) = (
+        objects::subnet_family(&subnet),
+        objects::subnet_ips(&subnet),
+        canonical_cidr(&subnet.spec.subnet),
+    ) else {
+        reply_all(jobs, || Error::InvalidSubnet {
+            subnet: subnet_name.to_string(),
+        });
+        return Vec::new();
+    };
+    let initial = match objects::controlled_pools(&subnet) {
+        Ok(controlled) => controlled,
+        Err(error) => {
+            reply_all(jobs, || Error::Ledger(error.clone()));
+            return Vec::new();
+        }
+    };
+    let reserved: Vec<SpiderReservedIP> = context
+        .cache
+        .reserved
+        .state()
+        .iter()
+        .map(|reservation| reservation.as_ref().clone())
+        .collect();
+    let reserved = reserved_set(&reserved, version);
+    let cached_pools: Vec<_> = context
+        .cache
+        .pools
+        .state()
+        .into_iter()
+        .filter(|pool| {
+            objects::pool_family(pool) == Some(version)
+                && canonical_cidr(&pool.spec.subnet).as_deref() == Some(subnet_cidr.as_str())
+        })
+        .collect();
+
+    // Read every request's pool afresh, in parallel.
+    let mut accepted = Vec::new();
+    for job in jobs {
+        if job.request.version != version {
+            let _ = job.reply.send(Err(Error::SubnetFamily {
+                subnet: subnet_name.to_string(),
+                expected: job.request.version.number(),
+            }));
+            continue;
+        }
+        let labels = AutoPoolLabels::new(
+            subnet_name,
+            &job.app,
+            &job.request.nic,
+            job.request.version,
+            job.request.reclaim,
+        );
+        accepted.push((job, labels));
+    }
+    let reads = futures::future::join_all(
+        accepted
+            .iter()
+            .map(|(job, labels)| current_pool(context, &pools, job, labels)),
+    )
+    .await;
+
+    let mut controlled = initial.clone();
+    let mut planned: Vec<Planned> = Vec::new();
+    for ((job, labels), read) in accepted.into_iter().zip(reads) {
+        let existing = match read {
+            Ok(existing) => existing,
+            Err(error) => {
+                let _ = job.reply.send(Err(error));
+                continue;
+            }
+        };
+        let pool_name = existing
+            .as_ref()
+            .map(objects::pool_name)
+            .unwrap_or_else(|| job.request.pool_name.clone());
+        if let Some(pool) = &existing
+            && canonical_cidr(&pool.spec.subnet).as_deref() != Some(subnet_cidr.as_str())
+        {
+            let app = &job.app;
+            context
+                .warn_pool(
+                    pool,
+                    "ApplicationSubnetChanged",
+                    format!(
+                        "the subnet of {} {}/{} changed to SpiderSubnet {subnet_name} ({}); changing the subnet of an existing application is not supported",
+                        app.kind, app.namespace, app.name, subnet.spec.subnet
+                    ),
+                )
+                .await;
+            let _ = job.reply.send(Err(Error::SubnetChanged {
+                pool: pool_name,
+                subnet: subnet_name.to_string(),
+            }));
+            continue;
+        }
+        let mut held_elsewhere = IpSet::new(version);
+        for other in &cached_pools {
+            if objects::pool_name(other) == pool_name {
+                continue;
+            }
+            if let Some(ips) = objects::pool_ips(other) {
+                held_elsewhere = held_elsewhere.union(&ips);
+            }
+            held_elsewhere = held_elsewhere.union(&objects::pool_allocated_set(other, version));
+        }
+        let snapshot = existing.as_ref().map(|pool| PoolSnapshot {
+            ips: objects::pool_ips(pool).unwrap_or_else(|| IpSet::new(version)),
+            allocated: objects::pool_allocated_set(pool, version),
+        });
+        let plan = plan_pre_allocation(&PreAllocationInput {
+            subnet: subnet_name,
+            pool: &pool_name,
+            application: Some(application_key(&job.app)),
+            desired: job.request.desired,
+            subnet_ips: &subnet_ips,
+            controlled: &controlled,
+            reserved: &reserved,
+            held_elsewhere: &held_elsewhere,
+            existing: snapshot.as_ref(),
+        });
+        match plan {
+            Ok(plan) => {
+                controlled = plan.controlled.clone();
+                planned.push(Planned {
+                    job,
+                    pool_name,
+                    existing,
+                    labels,
+                    plan,
+                });
+            }
+            Err(error) => {
+                let _ = job.reply.send(Err(error.into()));
+            }
+        }
+    }
+    if planned.is_empty() {
+        return Vec::new();
+    }
+
+    // One subnet write for the whole batch, before any pool is written.
+    if controlled != initial {
+        let counts = subnet_counts(&subnet_ips, &controlled);
+        let written = match counts {
+            Ok((total, allocated)) => {
+                write_subnet_status(&subnets, &subnet, &controlled, total, allocated).await
+            }
+            Err(error) => {
+                for entry in planned {
+                    let _ = entry.job.reply.send(Err(error.clone().into()));
+                }
+                return Vec::new();
+            }
+        };
+        match written {
+            Ok(_) => {}
+            Err(error) if is_conflict(&error) => {
+                return planned.into_iter().map(|entry| entry.job).collect();
+            }
+            Err(error) => {
+                let detail = error.to_string();
+                for entry in planned {
+                    let _ = entry.job.reply.send(Err(Error::SubnetWrite {
+                        subnet: subnet_name.to_string(),
+                        detail: detail.clone(),
+                    }));
+                }
+                return Vec::new();
+            }
+        }
+    }
+
+    // Then every pool, in parallel.
+    let writes = futures::future::join_all(
+        planned
+            .iter()
+            .map(|entry| write_pool(&pools, &subnet, &subnet_cidr, entry)),
+    )
+    .await;
+    let mut retry = Vec::new();
+    for (entry, written) in planned.into_iter().zip(writes) {
+        match written {
+            Ok(()) => {
+                let _ = entry.job.reply.send(Ok(PoolOutcome {
+                    pool: entry.pool_name,
+                    change: entry.plan.change,
+                    size: entry.plan.ips.count(),
+                }));
+            }
+            Err(Error::Retry { .. }) => retry.push(entry.job),
+            Err(error) => {
+                let _ = entry.job.reply.send(Err(error));
+            }
+        }
+    }
+    retry
+}
+
+/// Creates the pool, or brings an existing one to the plan.
+async fn write_pool(
+    pools: &Api<SpiderIPPool>,
+    subnet: &SpiderSubnet,
+    subnet_cidr: &str,
+    entry: &Planned,
+) -> Result<(), Error> {
+    let annotation = entry.job.request.ip_number.annotation_value();
+    let pool_name = &entry.pool_name;
+    match &entry.existing {
+        None => {
+            let pool = new_pool(
+                pool_name,
+                subnet,
+                &entry.job.app,
+                &entry.labels,
+                &annotation,
+                &entry.plan,
+                subnet_cidr,
+            );
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PostParams::default()
+            };
+            pools.create(&params, &pool).await.map_err(|source| {
+                Error::kube(format!("create SpiderIPPool {pool_name}"), source)
+            })?;
+        }
+        Some(pool) if !pool_up_to_date(pool, &entry.labels, &annotation, &entry.plan.ips) => {
+            let mut metadata = json!({
+                "labels": {
+                    LABEL_OWNER_APPLICATION_UID: entry.labels.application_uid,
+                    LABEL_IPPOOL_RECLAIM: entry.labels.reclaim,
+                },
+                "annotations": { ANNO_IPPOOL_IP_NUMBER: annotation },
+            });
+            if !entry.plan.released.is_empty() {
+                // Dropping addresses: only from the ledger the plan saw.
+                metadata["resourceVersion"] = json!(pool.resource_version());
+            }
+            let patch = json!({
+                "metadata": metadata,
+                "spec": {"ips": entry.plan.ips.to_range_strings()},
+            });
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PatchParams::default()
+            };
+            match pools.patch(pool_name, &params, &Patch::Merge(&patch)).await {
+                Ok(_) => {}
+                Err(error) if is_conflict(&error) => {
+                    return Err(Error::Retry {
+                        what: format!("SpiderIPPool {pool_name} changed"),
+                    });
+                }
+                Err(source) => {
+                    return Err(Error::kube(
+                        format!("update SpiderIPPool {pool_name}"),
+                        source,
+                    ));
+                }
+            }
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+fn new_pool(
+    name: &str,
+    subnet: &SpiderSubnet,
+    app: &AppRef,
+    labels: &AutoPoolLabels,
+    annotation: &str,
+    plan: &PreAllocation,
+    subnet_cidr: &str,
+) -> SpiderIPPool {
+    let owner = OwnerReference {
+        api_version: API_VERSION.to_string(),
+        kind: SpiderSubnet::kind(&()).to_string(),
+        name: objects::subnet_name(subnet),
+        uid: subnet.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    SpiderIPPool {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(all_labels(labels, cidr_label_value(subnet_cidr))),
+            annotations: Some(BTreeMap::from([(
+                ANNO_IPPOOL_IP_NUMBER.to_string(),
+                annotation.to_string(),
+            )])),
+            owner_references: Some(vec![owner]),
+            finalizers: Some(vec![FINALIZER.to_string()]),
+            ..ObjectMeta::default()
+        },
+        spec: IPPoolSpec {
+            ip_version: Some(i64::from(plan.ips.version().number())),
+            subnet: subnet.spec.subnet.clone(),
+            ips: Some(plan.ips.to_range_strings()),
+            gateway: subnet.spec.gateway.clone(),
+            routes: subnet.spec.routes.clone(),
+            pod_affinity: Some(affinity(app)),
+            ..IPPoolSpec::default()
+        },
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spiderpool_ipam::ip::IpVersion;
+
+    fn pool(name: &str, uid: &str, reclaim: bool, terminating: bool) -> SpiderIPPool {
+        let mut pool = SpiderIPPool::new(name, IPPoolSpec::default());
+        pool.metadata.labels = Some(BTreeMap::from([
+            (LABEL_OWNER_APPLICATION_UID.to_string(), uid.to_string()),
+            (LABEL_IPPOOL_RECLAIM.to_string(), reclaim.to_string()),
+        ]));
+        if terminating {
+            pool.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
+        }
+        pool
+    }
+
+    #[test]
+    fn a_kept_pool_of_a_predecessor_is_reused_but_a_reclaimable_one_is_not() {
+        let reclaimable = pool("auto4-web-eth0-aaaaa", "old", true, false);
+        let kept = pool("auto4-web-eth0-bbbbb", "older", false, false);
+        let pools = [reclaimable, kept];
+        let chosen = choose(&pools, "new").map(objects::pool_name);
+        assert_eq!(chosen.as_deref(), Some("auto4-web-eth0-bbbbb"));
+        let own = pool("auto4-web-eth0-ccccc", "new", true, false);
+        assert_eq!(
+            choose(std::slice::from_ref(&own), "new")
+                .map(objects::pool_name)
+                .as_deref(),
+            Some("auto4-web-eth0-ccccc")
+        );
+        let terminating = pool("auto4-web-eth0-ddddd", "new", true, true);
+        assert!(choose(std::slice::from_ref(&terminating), "new").is_none());
+    }
+
+    #[test]
+    fn new_pools_carry_upstreams_identity() {
+        let mut subnet = SpiderSubnet::new(
+            "subnet-v4",
+            spiderpool_api::SubnetSpec {
+                subnet: "172.16.0.0/16".into(),
+                gateway: Some("172.16.0.1".into()),
+                ..Default::default()
+            },
+        );
+        subnet.metadata.uid = Some("subnet-uid".into());
+        let app =
+            AppRef::from_api_version("apps/v1", "Deployment", "default", "deployment1", "a-b-c");
+        let labels = AutoPoolLabels::new("subnet-v4", &app, "eth0", IpVersion::V4, true);
+        let plan = PreAllocation {
+            ips: IpSet::from_ranges(IpVersion::V4, &["172.16.41.1"]).unwrap(),
+            controlled: Default::default(),
+            subnet_changed: true,
+            change: PoolChange::Created,
+            released: IpSet::new(IpVersion::V4),
+        };
+        let pool = new_pool(
+            "auto4-deployment1-eth0-c",
+            &subnet,
+            &app,
+            &labels,
+            "1",
+            &plan,
+            "172.16.0.0/16",
+        );
+        let value = serde_json::to_value(&pool).unwrap();
+        assert_eq!(
+            value["metadata"]["labels"][LABEL_OWNER_APPLICATION_GV],
+            "apps_v1"
+        );
+        assert_eq!(value["metadata"]["labels"][LABEL_IP_VERSION], "IPv4");
+        assert_eq!(value["metadata"]["labels"][LABEL_IPPOOL_RECLAIM], "true");
+        assert_eq!(
+            value["metadata"]["labels"][LABEL_IPPOOL_CIDR],
+            "172-16-0-0-16"
+        );
+        assert_eq!(value["metadata"]["labels"].as_object().unwrap().len(), 10);
+        assert_eq!(value["metadata"]["annotations"][ANNO_IPPOOL_IP_NUMBER], "1");
+        assert_eq!(
+            value["metadata"]["ownerReferences"][0]["kind"],
+            "SpiderSubnet"
+        );
+        assert_eq!(value["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(value["spec"]["ips"], json!(["172.16.41.1"]));
+        assert_eq!(value["spec"]["gateway"], "172.16.0.1");
+        assert_eq!(
+            value["spec"]["podAffinity"]["matchLabels"][AUTO_POOL_APP_API_GROUP],
+            "apps"
+        );
+        assert_eq!(value["spec"]["ipVersion"], 4);
+    }
+}
