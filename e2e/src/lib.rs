@@ -232,6 +232,9 @@ fn start_controller_manager(args: &[&str]) -> anyhow::Result<ControllerManager> 
             binary_name.replace('_', "-").to_lowercase()
         ))
         .args(args)
+        // The webhook server binds a port and registers configurations: only suites that ask
+        // for it (any `--webhook-*` / `--enable-webhook` flag) get it.
+        .args((!args.iter().any(|arg| arg.contains("webhook"))).then_some("--enable-webhook=false"))
         .env(
             "SPIDERPOOL_LOG_LEVEL",
             "info,spiderpool_controller_manager=debug",
