@@ -536,3 +536,72 @@ pub fn percentile(sorted: &[Duration], percent: f64) -> Duration {
     let rank = ((percent / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
+
+/// Creates a manual SpiderIPPool and returns its name.
+pub async fn create_pool(client: &Client, prefix: &str, spec: Value) -> anyhow::Result<String> {
+    let name = unique_name(prefix);
+    let pool: SpiderIPPool = serde_json::from_value(json!({
+        "apiVersion": "spiderpool.spidernet.io/v2beta1",
+        "kind": "SpiderIPPool",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))?;
+    Api::<SpiderIPPool>::all(client.clone())
+        .create(&PostParams::default(), &pool)
+        .await
+        .with_context(|| format!("creating SpiderIPPool {name}"))?;
+    Ok(name)
+}
+
+/// Deletes a SpiderIPPool and waits until it is gone.
+pub async fn delete_pool(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<SpiderIPPool> = Api::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+    wait_for(&format!("SpiderIPPool {name} deleted"), TIMEOUT, || async {
+        Ok(api.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
+/// The value of one sample of an OpenMetrics text: `name` with exactly these labels (in any
+/// order). `None` when absent.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric_name, label_text) = match series.split_once('{') {
+            Some((metric_name, rest)) => (metric_name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric_name != name {
+            continue;
+        }
+        let found: BTreeSet<(String, String)> = label_text
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .filter_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                Some((key.to_string(), value.trim_matches('"').to_string()))
+            })
+            .collect();
+        let wanted: BTreeSet<(String, String)> = labels
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        if found == wanted {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
+/// The lines of an OpenMetrics text that mention `needle`.
+pub fn metric_lines<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && line.contains(needle))
+        .collect()
+}

@@ -30,7 +30,7 @@ use serde_json::json;
 use spiderpool_api::SpiderEndpoint;
 use spiderpool_api::constants::FINALIZER;
 use spiderpool_ipam::gc::{
-    EndpointState, GcSettings, Membership, PodState, RecordOwner, Verdict, decide,
+    EndpointState, GcSettings, KeepReason, Membership, PodState, RecordOwner, Verdict, decide,
 };
 use spiderpool_ipam::ledger::{IpAndUid, release};
 use spiderpool_ipam::pod::{is_valid_statefulset_ordinal, statefulset_name_and_ordinal};
@@ -482,6 +482,9 @@ async fn collect_pod_inner(context: &Context, namespace: &str, name: &str) -> Re
     });
     let settings = context.config.verdict;
     let at = now();
+    // A fresh record is looked at again once it is no longer fresh.
+    let fresh_until = at.saturating_add(settings.fresh_window_seconds);
+    let key = || (namespace.to_string(), name.to_string());
     let mut release_endpoint = false;
     let mut endpoint_reason = None;
     for (pool, ip, uid) in &records {
@@ -507,6 +510,7 @@ async fn collect_pod_inner(context: &Context, namespace: &str, name: &str) -> Re
             Verdict::KeepUntil { deadline } => {
                 context.trace((namespace.to_string(), name.to_string()), deadline)
             }
+            Verdict::Keep(KeepReason::Fresh) => context.trace(key(), fresh_until),
             Verdict::Keep(_) => {}
         }
     }
@@ -532,6 +536,7 @@ async fn collect_pod_inner(context: &Context, namespace: &str, name: &str) -> Re
             Verdict::KeepUntil { deadline } => {
                 context.trace((namespace.to_string(), name.to_string()), deadline)
             }
+            Verdict::Keep(KeepReason::Fresh) => context.trace(key(), fresh_until),
             _ => {}
         }
         if release_endpoint {

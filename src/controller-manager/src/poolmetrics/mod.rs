@@ -110,6 +110,17 @@ impl IpamCounters {
             counters.auto_pool_failures.clone(),
         );
         // Initialised so they appear before the first event, as upstream does.
+        for reason in [
+            "pod_not_found",
+            "pod_uid_changed",
+            "pod_terminating",
+            "pod_finished",
+            "pod_not_running",
+            "static_member_invalid",
+            "endpoint_released",
+        ] {
+            let _ = counters.gc_releases.get_or_create(&ReasonLabels { reason });
+        }
         for direction in ["up", "down"] {
             let _ = counters
                 .auto_pool_scalings
