@@ -1591,3 +1591,41 @@ async fn registered_configurations_fail_closed_for_pools_and_open_for_pods() -> 
     assert_eq!(mutating.webhooks.map(|webhooks| webhooks.len()), Some(5));
     Ok(())
 }
+
+/// 1000 dry-run IPPool creates through the API server: each goes through the mutating and the
+/// validating webhook (two reviews) plus the API server's own work. Prints the percentiles.
+#[tokio::test]
+async fn admission_latency_through_the_api_server_over_1000_dry_run_creates() -> anyhow::Result<()>
+{
+    let client = setup().await?;
+    let pools: Api<SpiderIPPool> = Api::all(client.clone());
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let object = pool(
+        &unique_name("latency"),
+        json!({"subnet": "198.18.99.0/24", "ips": ["198.18.99.10", "198.18.99.1-198.18.99.9"]}),
+    )?;
+    let mut durations = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let started = std::time::Instant::now();
+        let created = pools.create(&dry_run, &object).await?;
+        durations.push(started.elapsed());
+        assert_eq!(
+            created.spec.ips,
+            Some(vec!["198.18.99.1-198.18.99.10".to_string()])
+        );
+    }
+    durations.sort();
+    let at =
+        |fraction: f64| durations[((durations.len() as f64 * fraction).ceil() as usize).max(1) - 1];
+    eprintln!(
+        "1000 dry-run IPPool creates through the API server (mutate + validate): p50 {:?} p99 {:?} max {:?}",
+        at(0.50),
+        at(0.99),
+        durations[durations.len() - 1]
+    );
+    assert!(at(0.99) < Duration::from_secs(2));
+    Ok(())
+}

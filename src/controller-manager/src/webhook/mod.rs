@@ -253,7 +253,11 @@ pub async fn run(
         });
     }
     let addr: SocketAddr = args.webhook_addr;
-    let server = axum_server::bind_rustls(addr, certificates.config)
+    // TCP_NODELAY: small request/response pairs must not wait on Nagle and delayed ACKs.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(certificates.config)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    let server = axum_server::bind(addr)
+        .acceptor(acceptor)
         .handle(handle.clone())
         .serve(server::router(state).into_make_service());
     let readiness_on_listen = {
