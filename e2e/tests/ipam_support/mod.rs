@@ -303,9 +303,13 @@ pub async fn create_retrying(client: &Client, namespace: &str, pod: &Pod) -> any
     }
 }
 
-/// Deletes a pod at once (no kubelet would ever confirm a graceful deletion).
+/// Deletes a pod at once (no kubelet would ever confirm a graceful deletion) and waits until that
+/// pod instance is gone (a controller may already have made a new one with the same name).
 pub async fn delete_pod_now(client: &Client, namespace: &str, name: &str) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let Some(uid) = pods.get_opt(name).await?.and_then(|pod| pod.uid()) else {
+        return Ok(());
+    };
     match pods
         .delete(name, &DeleteParams::default().grace_period(0))
         .await
@@ -315,7 +319,10 @@ pub async fn delete_pod_now(client: &Client, namespace: &str, name: &str) -> any
         Err(error) => return Err(error.into()),
     }
     wait_for("pod deletion", TIMEOUT, || async {
-        Ok(pods.get_opt(name).await?.is_none().then_some(()))
+        let current = pods.get_opt(name).await?;
+        Ok(current
+            .is_none_or(|pod| pod.uid().as_deref() != Some(uid.as_str()))
+            .then_some(()))
     })
     .await
 }

@@ -12,24 +12,23 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
+use spiderpool_api::SpiderIPPool;
 use spiderpool_api::constants::{
     LABEL_INTERFACE, LABEL_IP_VERSION, LABEL_OWNER_APPLICATION_GV, LABEL_OWNER_APPLICATION_KIND,
     LABEL_OWNER_APPLICATION_NAME, LABEL_OWNER_APPLICATION_NAMESPACE, LABEL_OWNER_APPLICATION_UID,
     LABEL_OWNER_SPIDER_SUBNET,
 };
-use spiderpool_api::{SpiderIPPool, SpiderReservedIP};
 
 use super::cas::{CasStats, Step};
+use super::combine::{LedgerOp, allocated_address, release_op};
 use super::context::{pod_context, pool_query};
 use super::endpoint::new_endpoint;
-use super::objects::{detail_from_api, detail_to_api, pod_liveness, pool_view, reserved_set};
+use super::objects::{detail_from_api, detail_to_api, pod_liveness, pool_view};
 use super::{Store, StoreError};
 use crate::annotations::{ANNO_POD_ROUTES, is_multiple_nic_without_names, parse_pod_routes};
 use crate::config::IpamConfig;
 use crate::ip::IpVersion;
-use crate::ledger::{
-    AllocateError, IpAndUid, PoolIpAllocation, PoolIpAllocations, allocate, release,
-};
+use crate::ledger::{AllocateError, IpAndUid, PoolIpAllocation, PoolIpAllocations};
 use crate::pod::{AppRef, PodContext, is_pod_alive};
 use crate::pool::PoolView;
 use crate::result::{
@@ -274,7 +273,6 @@ impl Store {
             candidates.pool_names(),
             started.elapsed()
         );
-        let reservations = self.reserved_ips().await?;
         log::debug!("reserved IPs read after {:?}", started.elapsed());
         let owner = PoolIpAllocation::new(inputs.context.namespaced_name(), uid.clone());
         let mut taken: Vec<Taken> = Vec::new();
@@ -283,14 +281,7 @@ impl Store {
         'nics: for nic in &candidates.nics {
             for candidate in &nic.candidates {
                 match self
-                    .allocate_candidate(
-                        &inputs,
-                        &reservations,
-                        &owner,
-                        &nic.nic,
-                        candidate,
-                        request,
-                    )
+                    .allocate_candidate(&inputs, &owner, &nic.nic, candidate, request)
                     .await
                 {
                     Ok((view, held, candidate_stats)) => {
@@ -501,60 +492,54 @@ impl Store {
     async fn allocate_candidate(
         &self,
         inputs: &Inputs,
-        reservations: &[SpiderReservedIP],
         owner: &PoolIpAllocation,
         nic: &str,
         candidate: &PoolCandidate,
         request: &AddRequest<'_>,
     ) -> Result<(PoolView, Taken, CasStats), StoreError> {
-        let reserved = reserved_set(reservations, candidate.ip_version);
         let max = request.settings.ip_pool_max_allocated_ips;
         let writer = self.pool_writer();
         let mut stats = CasStats::default();
         let mut errors: Vec<String> = Vec::new();
         for pool in &candidate.pools {
-            let outcome = writer
-                .update(
-                    pool,
-                    inputs.pool(pool).cloned(),
-                    request.deadline,
-                    |current| {
-                        let view = pool_view(current);
-                        let status = current.status.as_ref();
-                        let records = PoolIpAllocations::parse(
-                            pool,
-                            status.and_then(|status| status.allocated_ips.as_deref()),
-                        )?;
-                        let allocation = allocate(&view, &reserved, &records, owner, max)?;
-                        let created = allocation.status.is_some();
-                        let value = (view, allocation.ip, created);
-                        Ok(match allocation.status {
-                            Some(update) => Step::Write(update, value),
-                            None => Step::Done(value),
-                        })
-                    },
-                )
-                .await;
-            match outcome {
-                Ok(((view, ip, created), pool_stats)) => {
-                    stats.add(pool_stats);
-                    log::debug!("allocated {ip} to NIC {nic} from IPPool {pool}");
-                    return Ok((
-                        view,
-                        Taken {
-                            pool: pool.clone(),
-                            ip,
-                            created,
-                        },
-                        stats,
-                    ));
+            let op = LedgerOp::Allocate {
+                owner: owner.clone(),
+            };
+            let (outcome, pool_stats) = writer
+                .apply(pool, op, max, inputs.pool(pool).cloned(), request.deadline)
+                .await?;
+            stats.add(pool_stats);
+            if let Some(error) = outcome.allocate_error(pool) {
+                match error {
+                    StoreError::Allocate(
+                        error @ (AllocateError::Exhausted { .. }
+                        | AllocateError::ThresholdExceeded { .. }),
+                    ) => {
+                        errors.push(error.to_string());
+                        continue;
+                    }
+                    other => return Err(other),
                 }
-                Err(StoreError::Allocate(
-                    error @ (AllocateError::Exhausted { .. }
-                    | AllocateError::ThresholdExceeded { .. }),
-                )) => errors.push(error.to_string()),
-                Err(error) => return Err(error),
             }
+            let view = match inputs.pool(pool) {
+                Some(current) => pool_view(current),
+                None => pool_view(&self.pools().get(pool).await.map_err(|error| {
+                    super::api_error(format!("get SpiderIPPool {pool}"), error)
+                })?),
+            };
+            let (ip, created) = allocated_address(&outcome, view.ip_version).ok_or_else(|| {
+                StoreError::Invalid(format!("unexpected outcome {outcome:?} from IPPool {pool}"))
+            })?;
+            log::debug!("allocated {ip} to NIC {nic} from IPPool {pool}");
+            return Ok((
+                view,
+                Taken {
+                    pool: pool.clone(),
+                    ip,
+                    created,
+                },
+                stats,
+            ));
         }
         Err(SelectionError::CandidateExhausted {
             version: candidate.ip_version,
@@ -574,22 +559,16 @@ impl Store {
         for held in taken.iter().filter(|held| held.created) {
             let release_of = [IpAndUid::new(held.ip.to_string(), uid)];
             let result = writer
-                .update(&held.pool, None, deadline, |current| {
-                    let records = PoolIpAllocations::parse(
-                        &held.pool,
-                        current
-                            .status
-                            .as_ref()
-                            .and_then(|status| status.allocated_ips.as_deref()),
-                    )?;
-                    Ok(match release(&records, &release_of) {
-                        Some((_, update)) => Step::Write(update, ()),
-                        None => Step::Done(()),
-                    })
-                })
+                .apply(
+                    &held.pool,
+                    release_op(&release_of),
+                    i64::MAX,
+                    None,
+                    deadline,
+                )
                 .await;
             match result {
-                Ok(((), release_stats)) => {
+                Ok((_, release_stats)) => {
                     stats.add(release_stats);
                     log::info!("rolled back {} of IPPool {}", held.ip, held.pool);
                 }

@@ -14,7 +14,9 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use rand::Rng;
 use serde_json::json;
-use spiderpool_api::SpiderIPPool;
+use spiderpool_api::{SpiderIPPool, SpiderReservedIP};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
 
 use super::lock::LockDir;
 use super::{StoreError, api_error};
@@ -69,6 +71,10 @@ pub struct CasStats {
     pub retries: u32,
     /// Time spent waiting for node-local locks.
     pub lock_wait: Duration,
+    /// Operations of other calls on the node this call applied in its writes.
+    pub batched: u32,
+    /// Operations of this call another call on the node applied.
+    pub served_by_peer: u32,
 }
 
 impl CasStats {
@@ -77,6 +83,8 @@ impl CasStats {
         self.conflicts += other.conflicts;
         self.retries += other.retries;
         self.lock_wait += other.lock_wait;
+        self.batched += other.batched;
+        self.served_by_peer += other.served_by_peer;
     }
 }
 
@@ -92,6 +100,9 @@ pub enum Step<T> {
 #[derive(Clone)]
 pub struct PoolWriter {
     pub(crate) pools: Api<SpiderIPPool>,
+    pub(crate) reserved_ips: Api<SpiderReservedIP>,
+    /// The reserved addresses, read at most once per store.
+    pub(crate) reserved_cache: Arc<OnceCell<Vec<SpiderReservedIP>>>,
     pub(crate) lock_dir: Option<LockDir>,
     pub(crate) backoff: Backoff,
 }

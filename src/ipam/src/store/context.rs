@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
 use kube::api::ListParams;
-use spiderpool_api::{SpiderIPPool, SpiderReservedIP};
+use spiderpool_api::SpiderIPPool;
 
 use super::{Store, StoreError, api_error};
 use crate::annotations::{
@@ -263,15 +263,6 @@ impl Store {
             .map_err(|error| {
                 api_error(format!("list SpiderIPPools with labels {selector}"), error)
             })?
-            .items)
-    }
-
-    pub(crate) async fn reserved_ips(&self) -> Result<Vec<SpiderReservedIP>, StoreError> {
-        let api: Api<SpiderReservedIP> = Api::all(self.client.clone());
-        Ok(api
-            .list(&ListParams::default())
-            .await
-            .map_err(|error| api_error("list SpiderReservedIPs", error))?
             .items)
     }
 }

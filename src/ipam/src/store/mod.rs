@@ -21,6 +21,7 @@
 
 mod allocate;
 pub mod cas;
+pub mod combine;
 mod context;
 mod endpoint;
 pub mod lock;
@@ -32,8 +33,10 @@ use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
-use spiderpool_api::{SpiderEndpoint, SpiderIPPool};
+use spiderpool_api::{SpiderEndpoint, SpiderIPPool, SpiderReservedIP};
+use std::sync::Arc;
 use thiserror::Error;
+use tokio::sync::OnceCell;
 
 use crate::annotations::AnnotationError;
 use crate::ledger::{AllocateError, LedgerError};
@@ -42,6 +45,7 @@ use crate::selection::SelectionError;
 
 pub use allocate::{AddOutcome, AddRequest, AddSource};
 pub use cas::{Backoff, CasStats, PoolWriter, Step};
+pub use combine::{LedgerOp, LedgerOutcome};
 pub use lock::LockDir;
 pub use objects::{pool_view, reserved_set};
 pub use release::{DelOutcome, DelRequest};
@@ -168,7 +172,8 @@ pub(crate) fn api_error(what: impl Into<String>, error: kube::Error) -> StoreErr
 /// Options of a [`Store`].
 #[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
-    /// Node-local lock files per pool; `None` disables node-local serialisation.
+    /// Node-local lock files and operation queues per pool ([`combine`]); `None` disables
+    /// node-local serialisation and combining.
     pub lock_dir: Option<LockDir>,
     pub backoff: Backoff,
 }
@@ -178,11 +183,16 @@ pub struct StoreOptions {
 pub struct Store {
     client: Client,
     options: StoreOptions,
+    reserved_cache: Arc<OnceCell<Vec<SpiderReservedIP>>>,
 }
 
 impl Store {
     pub fn new(client: Client, options: StoreOptions) -> Store {
-        Store { client, options }
+        Store {
+            client,
+            options,
+            reserved_cache: Arc::default(),
+        }
     }
 
     /// A client from a kubeconfig file, with bounded connect and read timeouts. The rustls crypto
@@ -222,6 +232,8 @@ impl Store {
     pub fn pool_writer(&self) -> PoolWriter {
         PoolWriter {
             pools: self.pools(),
+            reserved_ips: Api::all(self.client.clone()),
+            reserved_cache: self.reserved_cache.clone(),
             lock_dir: self.options.lock_dir.clone(),
             backoff: self.options.backoff,
         }

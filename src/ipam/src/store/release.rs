@@ -13,10 +13,11 @@ use std::time::Instant;
 
 use kube::api::ListParams;
 
-use super::cas::{CasStats, Step};
+use super::cas::CasStats;
+use super::combine::release_op;
 use super::objects::{detail_from_api, pod_liveness};
 use super::{Store, StoreError, api_error};
-use crate::ledger::{IpAndUid, PoolIpAllocations, release};
+use crate::ledger::{IpAndUid, PoolIpAllocations};
 use crate::pod::is_pod_alive;
 use crate::result::{IpAllocationDetail, addresses_by_pool, has_allocation_for};
 use crate::settings::ClusterSettings;
@@ -159,20 +160,8 @@ impl Store {
         addresses: &[IpAndUid],
         deadline: Instant,
     ) -> Result<CasStats, StoreError> {
-        let ((), stats) = writer
-            .update(pool, None, deadline, |current| {
-                let records = PoolIpAllocations::parse(
-                    pool,
-                    current
-                        .status
-                        .as_ref()
-                        .and_then(|status| status.allocated_ips.as_deref()),
-                )?;
-                Ok(match release(&records, addresses) {
-                    Some((_, update)) => Step::Write(update, ()),
-                    None => Step::Done(()),
-                })
-            })
+        let (_, stats) = writer
+            .apply(pool, release_op(addresses), i64::MAX, None, deadline)
             .await?;
         Ok(stats)
     }
