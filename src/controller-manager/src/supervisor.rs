@@ -52,7 +52,7 @@ impl Controllers {
             ));
         }
         for (name, conditions, factory) in
-            crate::ippool::controllers(client.clone(), &args.ipam, registry, readiness, &metrics)
+            crate::ippool::controllers(client.clone(), args, registry, readiness, &metrics)
         {
             leader_conditions.extend(conditions);
             factories.push((name, factory));

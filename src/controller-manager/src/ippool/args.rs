@@ -26,26 +26,14 @@ pub struct IpamArgs {
     pub enable_auto_pool_for_application: bool,
 
     /// Extra addresses of an auto pool when `ipam.spidernet.io/ippool-ip-number` is absent: the
-    /// pool holds replicas + this many (`clusterSubnetDefaultFlexibleIPNumber`, documented `+1`).
+    /// pool holds replicas + this many. Overrides `clusterSubnetDefaultFlexibleIPNumber` of the
+    /// cluster settings ConfigMap (whose default is the documented `+1`).
     #[arg(
         long,
         env = "SPIDERPOOL_CLUSTER_SUBNET_DEFAULT_FLEXIBLE_IP_NUMBER",
-        default_value_t = 1,
         value_parser = clap::value_parser!(i64).range(0..)
     )]
-    pub cluster_subnet_default_flexible_ip_number: i64,
-
-    /// Serve IPv4 (`enableIPv4`).
-    #[arg(long, env = "SPIDERPOOL_ENABLE_IPV4", default_value_t = true, action = clap::ArgAction::Set)]
-    pub enable_ipv4: bool,
-
-    /// Serve IPv6 (`enableIPv6`).
-    #[arg(long, env = "SPIDERPOOL_ENABLE_IPV6", default_value_t = true, action = clap::ArgAction::Set)]
-    pub enable_ipv6: bool,
-
-    /// StatefulSet pods keep their addresses across re-creation (`enableStatefulSet`).
-    #[arg(long, env = "SPIDERPOOL_ENABLE_STATEFULSET", default_value_t = true, action = clap::ArgAction::Set)]
-    pub enable_statefulset: bool,
+    pub cluster_subnet_default_flexible_ip_number: Option<i64>,
 
     /// How often a healthy workload's auto pools are checked again (from the caches).
     #[arg(long, env = "SPIDERPOOL_AUTO_POOL_RESYNC", default_value = "5m", value_parser = parse_duration)]
@@ -88,18 +76,14 @@ pub struct IpamArgs {
 }
 
 impl IpamArgs {
-    /// The cluster settings these flags describe (chart defaults for the rest).
-    pub fn settings(&self) -> ClusterSettings {
-        ClusterSettings {
-            enable_ipv4: self.enable_ipv4,
-            enable_ipv6: self.enable_ipv6,
-            enable_stateful_set: self.enable_statefulset,
-            enable_spider_subnet: self.enable_spider_subnet,
-            enable_auto_pool_for_application: self.enable_auto_pool_for_application,
-            cluster_subnet_default_flexible_ip_number: self
-                .cluster_subnet_default_flexible_ip_number,
-            ..ClusterSettings::default()
+    /// The cluster settings in force: those of the ConfigMap with these flags applied on top.
+    pub fn apply(&self, mut settings: ClusterSettings) -> ClusterSettings {
+        if let Some(number) = self.cluster_subnet_default_flexible_ip_number {
+            settings.cluster_subnet_default_flexible_ip_number = number;
         }
+        settings.enable_spider_subnet &= self.enable_spider_subnet;
+        settings.enable_auto_pool_for_application &= self.enable_auto_pool_for_application;
+        settings
     }
 
     pub fn gc_settings(&self) -> GcSettings {
@@ -111,5 +95,63 @@ impl IpamArgs {
             running_without_pod_ips: self.gc_running_pod_without_ips,
             fresh_window_seconds: seconds(self.gc_fresh_window),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        ipam: IpamArgs,
+    }
+
+    fn parse(flags: &[&str]) -> IpamArgs {
+        let mut argv = vec!["test"];
+        argv.extend_from_slice(flags);
+        Flags::parse_from(argv).ipam
+    }
+
+    #[test]
+    fn the_configmap_sets_the_default_flexible_number_unless_the_flag_does() {
+        let configmap = ClusterSettings::from_yaml("clusterSubnetDefaultFlexibleIPNumber: 3")
+            .expect("valid settings");
+        assert_eq!(
+            parse(&[])
+                .apply(configmap.clone())
+                .cluster_subnet_default_flexible_ip_number,
+            3
+        );
+        let overridden = parse(&["--cluster-subnet-default-flexible-ip-number", "0"]);
+        assert_eq!(
+            overridden
+                .apply(configmap)
+                .cluster_subnet_default_flexible_ip_number,
+            0
+        );
+        assert_eq!(
+            parse(&[])
+                .apply(ClusterSettings::default())
+                .cluster_subnet_default_flexible_ip_number,
+            1,
+            "the documented +1 without ConfigMap or flag"
+        );
+    }
+
+    #[test]
+    fn disabling_the_feature_by_flag_wins_over_the_configmap() {
+        let settings = parse(&["--enable-auto-pool-for-application", "false"])
+            .apply(ClusterSettings::default());
+        assert!(!settings.enable_auto_pool_for_application);
+        assert!(settings.enable_spider_subnet);
+        assert!(
+            Flags::try_parse_from(["test", "--cluster-subnet-default-flexible-ip-number", "-1"])
+                .is_err(),
+            "a negative default is refused"
+        );
     }
 }

@@ -29,15 +29,22 @@ pub type Factory = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 /// the supervisor to run while leading.
 pub fn controllers(
     client: Client,
-    args: &args::IpamArgs,
+    process_args: &crate::args::Args,
     registry: &mut Registry,
     readiness: &Readiness,
     metrics: &ControllerMetrics,
 ) -> Vec<(&'static str, Vec<&'static str>, Factory)> {
+    let args = &process_args.ipam;
     let cache = cache::IpamCache::start(&client, readiness);
     let counters = IpamCounters::register(registry, cache.clone());
-    let settings_value = args.settings();
-    let settings: SettingsFn = Arc::new(move || settings_value.clone());
+    let configmap = cache::settings_configmap(
+        &client,
+        readiness,
+        &process_args.namespace,
+        &process_args.settings_configmap,
+    );
+    let flags = args.clone();
+    let settings: SettingsFn = Arc::new(move || flags.apply(configmap.settings()));
     let locks = SubnetLocks::default();
     let mut controllers: Vec<(&'static str, Vec<&'static str>, Factory)> = Vec::new();
 
