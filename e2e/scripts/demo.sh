@@ -9,9 +9,12 @@ bin_dir=${SPIDERPOOL_BIN_DIR:-$repo/target/debug}
 kubectl() { "$TESTENV" kubectl --kubeconfig "$KUBECONFIG" "$@"; }
 
 admin_port=${SPIDERPOOL_DEMO_ADMIN_PORT:-5721}
+webhook_port=${SPIDERPOOL_DEMO_WEBHOOK_PORT:-5722}
 log="$SPIDERPOOL_E2E_DIR/controller-manager.log"
 "$bin_dir/spiderpool-controller-manager" --kubeconfig "$KUBECONFIG" --namespace default \
-  --admin-addr "127.0.0.1:$admin_port" 2>"$log" &
+  --admin-addr "127.0.0.1:$admin_port" \
+  --webhook-addr "127.0.0.1:$webhook_port" --webhook-cert-mode auto --webhook-extra-sans 127.0.0.1 \
+  --webhook-register-url "https://127.0.0.1:$webhook_port" 2>"$log" &
 manager_pid=$!
 trap 'kill -TERM $manager_pid 2>/dev/null; wait $manager_pid 2>/dev/null || true' EXIT
 
@@ -37,6 +40,22 @@ kubectl get sp -o wide
 echo
 echo "== kubectl get net-attach-def -A -o yaml"
 kubectl get net-attach-def -A -o yaml
+echo
+echo "== the admission webhooks refuse a bad pool (kubectl apply of a pool whose subnet has host bits set)"
+printf '%s\n' 'apiVersion: spiderpool.spidernet.io/v2beta1' 'kind: SpiderIPPool' 'metadata: {name: demo-bad-pool}' \
+  'spec: {subnet: 10.250.0.1/24}' | kubectl apply -f - 2>&1 || true
+echo
+echo "== Deployment demo-web (annotated ipam.spidernet.io/subnets) got its auto pools, one per NIC and family"
+for _ in $(seq 1 100); do
+  [ "$(kubectl get sp -l ipam.spidernet.io/owner-application-name=demo-web -o name 2>/dev/null | wc -l)" -ge 2 ] && break
+  sleep 0.2
+done
+kubectl get sp -l ipam.spidernet.io/owner-application-name=demo-web -o wide
+kubectl get ss
+echo
+echo "== /metrics lines for them (http://127.0.0.1:$admin_port/metrics)"
+sleep 1
+curl -fsS "http://127.0.0.1:$admin_port/metrics" | grep -E '^spiderpool_(ippool|subnet)_[a-z_]+\{.*(demo-web|subnet="subnet-v)' || true
 echo
 echo "== everything is running; kubeconfig: $KUBECONFIG"
 echo "   try: $TESTENV kubectl --kubeconfig $KUBECONFIG get smc -A"
