@@ -948,6 +948,57 @@ async fn multus_config_defaults_and_rules() -> anyhow::Result<()> {
         Some(spiderpool_api::CoordinatorMode::Auto)
     );
 
+    // G47
+    let message = denied(
+        create(&smcs, &smc(&ns, "vlan-auto", none.clone(), json!({"cniType": "vlan", "vlan": {"master": ["eth0"], "vlanMode": "auto", "vlanID": 100}}))?).await,
+        422,
+        &[],
+    );
+    assert!(
+        message.ends_with("vlanId must not be specified when vlanMode is auto"),
+        "{message}"
+    );
+    // G49: injectable networks with pools pass; the annotation is copied to a label.
+    let inject = json!({"cni.spidernet.io/network-resource-inject": "true"});
+    for (name, spec) in [
+        (
+            "inject-macvlan",
+            json!({"cniType": "macvlan", "macvlan": {"master": ["eth0"], "ippools": {"ipv4": ["pool-a"]}}}),
+        ),
+        (
+            "inject-ipvlan",
+            json!({"cniType": "ipvlan", "ipvlan": {"master": ["eth0"], "ippools": {"ipv4": ["pool-a"]}}}),
+        ),
+        (
+            "inject-sriov",
+            json!({"cniType": "sriov", "sriov": {"resourceName": "vendor.io/resource", "ippools": {"ipv4": ["pool-a"]}}}),
+        ),
+    ] {
+        let created = create(&smcs, &smc(&ns, name, inject.clone(), spec)?).await?;
+        assert_eq!(
+            created
+                .labels()
+                .get("cni.spidernet.io/network-resource-inject")
+                .map(String::as_str),
+            Some("true")
+        );
+    }
+    denied(
+        create(
+            &smcs,
+            &smc(
+                &ns,
+                "inject-rdma",
+                json!({"cni.spidernet.io/rdma-resource-inject": "x"}),
+                json!({"cniType": "macvlan", "macvlan": {"master": ["eth0"]}}),
+            )?,
+        )
+        .await,
+        422,
+        &[&format!(
+            "rdmaResourceName can not empty for spidermultusconfig {ns}/inject-rdma"
+        )],
+    );
     // G50: out of range (the CRD schema or the webhook refuses it).
     for id in [-1, 4095] {
         denied(
