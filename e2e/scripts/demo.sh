@@ -57,18 +57,6 @@ echo "== /metrics lines for them (http://127.0.0.1:$admin_port/metrics)"
 sleep 1
 curl -fsS "http://127.0.0.1:$admin_port/metrics" | grep -E '^spiderpool_(ippool|subnet)_[a-z_]+\{.*(demo-web|subnet="subnet-v)' || true
 echo
-echo "== Deployment demo-web (annotated ipam.spidernet.io/subnets) got its auto pools, one per NIC and family"
-for _ in $(seq 1 100); do
-  [ "$(kubectl get sp -l ipam.spidernet.io/owner-application-name=demo-web -o name 2>/dev/null | wc -l)" -ge 2 ] && break
-  sleep 0.2
-done
-kubectl get sp -l ipam.spidernet.io/owner-application-name=demo-web -o wide
-kubectl get ss
-echo
-echo "== /metrics lines for them (http://127.0.0.1:$admin_port/metrics)"
-sleep 1
-curl -fsS "http://127.0.0.1:$admin_port/metrics" | grep -E '^spiderpool_(ippool|subnet)_[a-z_]+\{.*(demo-web|subnet="subnet-v)' || true
-echo
 echo "== everything is running; kubeconfig: $KUBECONFIG"
 echo "   try: $TESTENV kubectl --kubeconfig $KUBECONFIG get smc -A"
 echo "   press Ctrl-C to stop the controller-manager and the control plane"
