@@ -258,3 +258,118 @@ pub fn patch_between<K: Serialize>(before: &K, after: &K) -> Result<json_patch::
         .map_err(|error| Denial::Internal(format!("encoding the object: {error}")))?;
     Ok(json_patch::diff(&before, &after))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::to_bytes;
+    use kube::runtime::reflector;
+    use serde_json::{Value, json};
+
+    use super::super::handlers::SettingsSource;
+    use super::super::metrics::WebhookMetrics;
+
+    /// A state whose API client points nowhere: the hooks used here never call it.
+    fn state() -> Arc<WebhookState> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        let client = kube::Client::try_from(config).expect("a client");
+        let mut registry = prometheus_client::registry::Registry::default();
+        Arc::new(WebhookState {
+            client,
+            settings: SettingsSource {
+                store: reflector::store().0,
+                namespace: "ns".into(),
+                name: "conf".into(),
+            },
+            pools: reflector::store().0,
+            subnets: reflector::store().0,
+            metrics: WebhookMetrics::register(&mut registry),
+        })
+    }
+
+    async fn answer(hook: Hook, body: Value) -> Value {
+        let response = review(state(), hook, Bytes::from(body.to_string())).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        serde_json::from_slice(&bytes).expect("an AdmissionReview")
+    }
+
+    fn request(operation: &str, object: Value) -> Value {
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "spiderpool.spidernet.io", "version": "v2beta1", "kind": object["kind"].clone()},
+                "resource": {"group": "spiderpool.spidernet.io", "version": "v2beta1", "resource": "x"},
+                "name": object["metadata"]["name"].clone(),
+                "operation": operation,
+                "userInfo": {},
+                "object": object,
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn malformed_reviews_get_a_400_denial() {
+        let response = review(
+            state(),
+            Hook::ValidateIPPool,
+            Bytes::from_static(b"{not json"),
+        )
+        .await;
+        let bytes = to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        let answer: Value = serde_json::from_slice(&bytes).expect("an AdmissionReview");
+        assert_eq!(answer["response"]["allowed"], json!(false));
+        assert_eq!(answer["response"]["status"]["code"], json!(400));
+    }
+
+    #[tokio::test]
+    async fn defaulting_answers_with_a_json_patch() {
+        let object = json!({"apiVersion": "spiderpool.spidernet.io/v2beta1", "kind": "SpiderReservedIP",
+                            "metadata": {"name": "r"}, "spec": {"ips": ["10.0.0.2", "10.0.0.1"]}});
+        let answer = answer(Hook::MutateReservedIP, request("CREATE", object)).await;
+        let response = &answer["response"];
+        assert_eq!(
+            (response["uid"].clone(), response["allowed"].clone()),
+            (json!("u-1"), json!(true))
+        );
+        assert_eq!(response["patchType"], json!("JSONPatch"));
+        // kube encodes the patch bytes as a JSON array of numbers, which Go decodes into []byte.
+        let patch: Vec<u8> =
+            serde_json::from_value(response["patch"].clone()).expect("patch bytes");
+        let patch: Value = serde_json::from_slice(&patch).expect("JSON");
+        let text = patch.to_string();
+        assert!(
+            text.contains("/spec/ipVersion") && text.contains("10.0.0.1-10.0.0.2"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn denials_carry_the_status_code_and_message() {
+        let object = json!({"apiVersion": "spiderpool.spidernet.io/v2beta1", "kind": "SpiderCoordinator",
+                            "metadata": {"name": "c"}, "spec": {"podCIDRType": "none", "podRPFilter": 4}});
+        let answer = answer(Hook::ValidateCoordinator, request("CREATE", object)).await;
+        let status = &answer["response"]["status"];
+        assert_eq!(answer["response"]["allowed"], json!(false));
+        assert_eq!(
+            (status["code"].clone(), status["reason"].clone()),
+            (json!(422), json!("Invalid"))
+        );
+        assert_eq!(
+            status["message"],
+            json!(
+                "SpiderCoordinator.spiderpool.spidernet.io \"c\" is invalid: spec.podRPFilter: Unsupported value: 4: supported values: \"0\", \"1\", \"2\""
+            )
+        );
+        assert_eq!(
+            status["details"]["causes"][0]["field"],
+            json!("spec.podRPFilter")
+        );
+    }
+}
