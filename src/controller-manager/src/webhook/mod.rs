@@ -271,7 +271,14 @@ pub async fn run(
         }
     };
     tokio::spawn(readiness_on_listen);
-    server.await.context("webhook server")
+    let result = server
+        .await
+        .with_context(|| format!("webhook server on {addr}"));
+    if let Err(error) = &result {
+        // main only collects this result at shutdown: say it now (the replica stays unready).
+        tracing::error!("{error:#}");
+    }
+    result
 }
 
 /// Keeps the served certificate current: `provided` reloads changed files; `auto` re-checks the
