@@ -206,8 +206,6 @@ pub fn subnet_usage(subnet: &spiderpool_api::SpiderSubnet) -> PoolUsage {
     }
 }
 
-const NO_LABELS: [(&str, &str); 0] = [];
-
 struct UsageCollector {
     cache: IpamCache,
 }
@@ -237,6 +235,16 @@ fn encode_gauges<L: EncodeLabelSet>(
         ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
     }
     Ok(())
+}
+
+fn encode_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
 }
 
 impl Collector for UsageCollector {
@@ -272,17 +280,17 @@ impl Collector for UsageCollector {
         }
 
         let count = |items: usize| i64::try_from(items).unwrap_or(i64::MAX);
-        encode_gauges(
+        encode_gauge(
             &mut encoder,
             "total_ippool_counts",
-            "Number of SpiderIPPools",
-            &[(NO_LABELS, count(pools.len()))],
+            "Number of SpiderIPPools.",
+            count(pools.len()),
         )?;
-        encode_gauges(
+        encode_gauge(
             &mut encoder,
             "total_subnet_counts",
-            "Number of SpiderSubnets",
-            &[(NO_LABELS, count(subnets.len()))],
+            "Number of SpiderSubnets.",
+            count(subnets.len()),
         )?;
         let select = |pick: fn(&PoolUsage) -> i64| -> Vec<(PoolLabels, i64)> {
             pool_rows
@@ -293,19 +301,19 @@ impl Collector for UsageCollector {
         encode_gauges(
             &mut encoder,
             "ippool_total_ip_counts",
-            "Addresses of the SpiderIPPool (spec.ips minus spec.excludeIPs)",
+            "Addresses of the SpiderIPPool (spec.ips minus spec.excludeIPs).",
             &select(|usage| usage.total),
         )?;
         encode_gauges(
             &mut encoder,
             "ippool_allocated_ip_counts",
-            "Addresses of the SpiderIPPool allocated to pods",
+            "Addresses of the SpiderIPPool allocated to pods.",
             &select(|usage| usage.allocated),
         )?;
         encode_gauges(
             &mut encoder,
             "ippool_available_ip_counts",
-            "Addresses of the SpiderIPPool still free",
+            "Addresses of the SpiderIPPool still free.",
             &select(PoolUsage::available),
         )?;
         let select_subnet = |pick: fn(&PoolUsage, i64) -> i64| -> Vec<(SubnetLabels, i64)> {
@@ -317,27 +325,150 @@ impl Collector for UsageCollector {
         encode_gauges(
             &mut encoder,
             "subnet_total_ip_counts",
-            "Addresses of the SpiderSubnet (spec.ips minus spec.excludeIPs)",
+            "Addresses of the SpiderSubnet (spec.ips minus spec.excludeIPs).",
             &select_subnet(|usage, _| usage.total),
         )?;
         encode_gauges(
             &mut encoder,
             "subnet_allocated_ip_counts",
-            "Addresses of the SpiderSubnet pre-allocated to its IPPools",
+            "Addresses of the SpiderSubnet pre-allocated to its IPPools.",
             &select_subnet(|usage, _| usage.allocated),
         )?;
         encode_gauges(
             &mut encoder,
             "subnet_available_ip_counts",
-            "Addresses of the SpiderSubnet not held by any IPPool",
+            "Addresses of the SpiderSubnet not held by any IPPool.",
             &select_subnet(|usage, _| usage.available()),
         )?;
         encode_gauges(
             &mut encoder,
             "subnet_ippool_counts",
-            "SpiderIPPools controlled by the SpiderSubnet",
+            "SpiderIPPools controlled by the SpiderSubnet.",
             &select_subnet(|_, pools| pools),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+    use spiderpool_api::{SpiderIPPool, SpiderReservedIP, SpiderSubnet};
+
+    fn cache(pools: Vec<serde_json::Value>, subnets: Vec<serde_json::Value>) -> IpamCache {
+        let mut pool_writer: Writer<SpiderIPPool> = Writer::default();
+        for pool in pools {
+            let pool: SpiderIPPool = serde_json::from_value(pool).expect("valid pool");
+            pool_writer.apply_watcher_event(&watcher::Event::Apply(pool));
+        }
+        let mut subnet_writer: Writer<SpiderSubnet> = Writer::default();
+        for subnet in subnets {
+            let subnet: SpiderSubnet = serde_json::from_value(subnet).expect("valid subnet");
+            subnet_writer.apply_watcher_event(&watcher::Event::Apply(subnet));
+        }
+        let reserved_writer: Writer<SpiderReservedIP> = Writer::default();
+        IpamCache {
+            pools: pool_writer.as_reader(),
+            subnets: subnet_writer.as_reader(),
+            reserved: reserved_writer.as_reader(),
+        }
+    }
+
+    fn scrape(cache: IpamCache) -> String {
+        let mut registry = Registry::with_prefix("spiderpool");
+        let counters = IpamCounters::register(&mut registry, cache);
+        let controllers = crate::metrics::ControllerMetrics::register(&mut registry);
+        // Labelled families appear with their first sample.
+        counters.gc_failed("api_error");
+        counters.auto_pool_failed("subnet_exhausted");
+        controllers.failure("application", "conflict");
+        controllers.start("application").finish();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        text
+    }
+
+    #[test]
+    fn usage_gauges_are_computed_from_the_cached_objects() {
+        let text = scrape(cache(
+            vec![
+                serde_json::json!({
+                    "metadata": {"name": "auto4-web-eth0-1a2b3", "labels": {"ipam.spidernet.io/owner-spider-subnet": "s4"}},
+                    "spec": {"ipVersion": 4, "subnet": "10.0.0.0/24", "ips": ["10.0.0.10-10.0.0.14"], "excludeIPs": ["10.0.0.14"]},
+                    "status": {"allocatedIPs": "{\"10.0.0.10\":{\"pod\":\"default/web-1\",\"podUid\":\"u1\"}}", "allocatedIPCount": 1}
+                }),
+                serde_json::json!({
+                    "metadata": {"name": "manual-v6"},
+                    "spec": {"subnet": "fd00::/64", "ips": ["fd00::1-fd00::3"]}
+                }),
+            ],
+            vec![serde_json::json!({
+                "metadata": {"name": "s4"},
+                "spec": {"subnet": "10.0.0.0/24", "ips": ["10.0.0.1-10.0.0.100"]},
+                "status": {"controlledIPPools": "{\"auto4-web-eth0-1a2b3\":{\"ips\":[\"10.0.0.10-10.0.0.13\"],\"application\":\"apps_v1_Deployment_default_web\"}}"}
+            })],
+        ));
+        for line in [
+            "spiderpool_total_ippool_counts 2",
+            "spiderpool_total_subnet_counts 1",
+            r#"spiderpool_ippool_total_ip_counts{pool="auto4-web-eth0-1a2b3",ip_version="4",subnet="s4"} 4"#,
+            r#"spiderpool_ippool_allocated_ip_counts{pool="auto4-web-eth0-1a2b3",ip_version="4",subnet="s4"} 1"#,
+            r#"spiderpool_ippool_available_ip_counts{pool="auto4-web-eth0-1a2b3",ip_version="4",subnet="s4"} 3"#,
+            r#"spiderpool_ippool_total_ip_counts{pool="manual-v6",ip_version="6",subnet=""} 3"#,
+            r#"spiderpool_subnet_total_ip_counts{subnet="s4",ip_version="4"} 100"#,
+            r#"spiderpool_subnet_allocated_ip_counts{subnet="s4",ip_version="4"} 4"#,
+            r#"spiderpool_subnet_available_ip_counts{subnet="s4",ip_version="4"} 96"#,
+            r#"spiderpool_subnet_ippool_counts{subnet="s4",ip_version="4"} 1"#,
+            "# TYPE spiderpool_ippool_total_ip_counts gauge",
+            "# TYPE spiderpool_ip_gc_counts counter",
+            r#"spiderpool_ip_gc_counts_total{reason="pod_not_found"} 0"#,
+            r#"spiderpool_auto_pool_scalings_total{direction="up"} 0"#,
+            "spiderpool_auto_pool_creations_total 0",
+            r#"spiderpool_ip_gc_failure_counts_total{category="api_error"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|candidate| candidate == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_metric_of_the_grafana_dashboard_is_exposed() {
+        let text = scrape(cache(Vec::new(), Vec::new()));
+        let exposed: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|line| line.split(' ').next())
+            .collect();
+        let dashboard = include_str!("../../../../config/grafana/spiderpool-ipam.json");
+        let mut used = std::collections::BTreeSet::new();
+        for (index, _) in dashboard.match_indices("spiderpool_") {
+            let name: String = dashboard[index..]
+                .chars()
+                .take_while(|character| {
+                    character.is_ascii_lowercase()
+                        || *character == '_'
+                        || character.is_ascii_digit()
+                })
+                .collect();
+            let base = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_total")
+                .to_string();
+            // The dashboard's uid and tags are not metrics.
+            if base.len() > "spiderpool_".len() && !base.starts_with("spiderpool_rs") {
+                used.insert(base);
+            }
+        }
+        assert!(used.len() > 10);
+        for name in &used {
+            assert!(
+                exposed.contains(name.as_str()),
+                "the dashboard uses {name}, which is not exposed"
+            );
+        }
     }
 }
