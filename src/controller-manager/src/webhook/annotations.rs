@@ -200,11 +200,14 @@ fn interface_name_error(name: &str) -> Option<String> {
 
 /// Judges the annotations; one error per bad annotation. `path` is the annotations' field path
 /// (`metadata.annotations`, `spec.template.metadata.annotations`, ...).
+/// `subnet_annotations_refused` is true when the cluster has the SpiderSubnet feature on but
+/// auto pools off, where the CNI plugin refuses the subnet annotations at ADD.
 pub fn validate(
     annotations: &BTreeMap<String, String>,
     target: Target,
     known: &Known,
     path: &str,
+    subnet_annotations_refused: bool,
 ) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let mut report = |key: &str, detail: String| {
@@ -303,6 +306,13 @@ pub fn validate(
             let mut subnet_only = annotations.clone();
             subnet_only.remove(ANNO_POOL_IP_NUMBER);
             subnet_only.remove(ANNO_POOL_RECLAIM);
+            if subnet_annotations_refused && annotations.contains_key(subnet_key) {
+                report(
+                    subnet_key,
+                    "it's invalid to use 'ipam.spidernet.io/subnets' or 'ipam.spidernet.io/subnet' annotation when Auto-Pool feature is disabled (enableAutoPoolForApplication is false in the cluster settings): name pools with 'ipam.spidernet.io/ippool(s)' instead".to_string(),
+                );
+                return errors;
+            }
             match parse_subnet_annotations(&subnet_only, 0) {
                 Err(error) => report(subnet_key, error.to_string()),
                 Ok(None) => {}
@@ -349,7 +359,7 @@ mod tests {
     }
 
     fn messages(pairs: &[(&str, &str)], target: Target) -> Vec<String> {
-        validate(&map(pairs), target, &known(), "metadata.annotations")
+        validate(&map(pairs), target, &known(), "metadata.annotations", false)
             .iter()
             .map(ToString::to_string)
             .collect()
@@ -449,6 +459,24 @@ mod tests {
         );
         assert!(
             errors[0].starts_with("metadata.annotations[ipam.spidernet.io/default-ipv4-ippool]")
+        );
+    }
+
+    #[test]
+    fn subnet_annotations_are_refused_when_auto_pools_are_off() {
+        let annotations = map(&[(ANNO_SUBNET, r#"{"ipv4":["subnet-v4"]}"#)]);
+        let errors = validate(
+            &annotations,
+            Target::Pod,
+            &known(),
+            "metadata.annotations",
+            true,
+        );
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("when Auto-Pool feature is disabled")
         );
     }
 

@@ -428,7 +428,9 @@ async fn validate_annotations(
         .await?;
         known.subnets.insert(name, version);
     }
-    let errors = annotations::validate(&current, target, &known, path);
+    let settings = state.settings.current();
+    let refused = settings.enable_spider_subnet && !settings.enable_auto_pool_for_application;
+    let errors = annotations::validate(&current, target, &known, path, refused);
     if errors.is_empty() {
         return Ok(Outcome::Allow);
     }
