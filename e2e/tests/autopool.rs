@@ -831,3 +831,133 @@ async fn auto_pools_exist_soon_after_deployment_create() -> anyhow::Result<()> {
     delete_subnet(&client, &subnet).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn pools_get_true_counts_and_keep_their_finalizer_while_addresses_are_allocated()
+-> anyhow::Result<()> {
+    let (client, namespace) = setup("autopool-counts").await?;
+    let octet = unique_octet();
+    let pool = create_pool(
+        &client,
+        "counts",
+        json!({"subnet": format!("10.{octet}.0.0/24"), "ips": [format!("10.{octet}.0.10-10.{octet}.0.19"), format!("10.{octet}.0.30")],
+               "excludeIPs": [format!("10.{octet}.0.15")]}),
+    )
+    .await?;
+    let pools: Api<SpiderIPPool> = Api::all(client.clone());
+    let counts = |pool: &SpiderIPPool| {
+        let status = pool.status.clone().unwrap_or_default();
+        (status.total_ip_count, status.allocated_ip_count)
+    };
+    wait_for("counts and finalizer", TIMEOUT, || async {
+        let current = pools.get(&pool).await?;
+        Ok((counts(&current) == (Some(10), Some(0))
+            && current
+                .finalizers()
+                .iter()
+                .any(|finalizer| finalizer == "spiderpool.spidernet.io"))
+        .then_some(()))
+    })
+    .await?;
+    allocate_record(&client, &pool, &format!("{}/a", namespace.name), "uid-a").await?;
+    // A writer that got the count wrong is corrected from the ledger.
+    pools
+        .patch_status(
+            &pool,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                &json!({"status": {"allocatedIPCount": 7, "totalIPCount": 99}}),
+            ),
+        )
+        .await?;
+    wait_for("counts follow the ledger", TIMEOUT, || async {
+        Ok((counts(&pools.get(&pool).await?) == (Some(10), Some(1))).then_some(()))
+    })
+    .await?;
+    // Deleted while an address is allocated: it waits for the release.
+    pools.delete(&pool, &DeleteParams::default()).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let terminating = pools.get(&pool).await?;
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    release_records(&client, &pool, "uid-a").await?;
+    wait_for("the pool to go", TIMEOUT, || async {
+        Ok(pools.get_opt(&pool).await?.is_none().then_some(()))
+    })
+    .await?;
+    namespace.delete().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reclaimable_auto_pool_whose_workload_is_gone_is_deleted() -> anyhow::Result<()> {
+    let (client, namespace) = setup("autopool-legacy").await?;
+    let octet = unique_octet();
+    // As if its workload's deletion had been missed: an auto pool of a Deployment that does not
+    // exist.
+    let pool = unique_name_for("auto4-ghost-eth0");
+    let object: SpiderIPPool = serde_json::from_value(json!({
+        "metadata": {"name": pool, "labels": {
+            "ipam.spidernet.io/owner-application-gv": "apps_v1",
+            "ipam.spidernet.io/owner-application-kind": "Deployment",
+            LABEL_APP_NAMESPACE: namespace.name,
+            LABEL_APP_NAME: "ghost",
+            LABEL_APP_UID: "6a1f3e2d-0000-0000-0000-000000000001",
+            "ipam.spidernet.io/ippool-reclaim": "true",
+        }},
+        "spec": {"subnet": format!("10.{octet}.0.0/24"), "ips": [format!("10.{octet}.0.10")]},
+    }))?;
+    let pools: Api<SpiderIPPool> = Api::all(client.clone());
+    pools.create(&PostParams::default(), &object).await?;
+    wait_for("the orphaned auto pool to go", TIMEOUT, || async {
+        Ok(pools.get_opt(&pool).await?.is_none().then_some(()))
+    })
+    .await?;
+    namespace.delete().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_a_subnet_deletes_its_pools_first() -> anyhow::Result<()> {
+    let (client, namespace) = setup("autopool-subnet-delete").await?;
+    let ns = namespace.name.as_str();
+    let octet = unique_octet();
+    let subnet = create_subnet(
+        &client,
+        "doomed",
+        json!({"subnet": format!("10.{octet}.0.0/24"), "ips": [format!("10.{octet}.0.10-10.{octet}.0.99")]}),
+    )
+    .await?;
+    create_deployment(
+        &client,
+        ns,
+        &deployment(
+            "web",
+            2,
+            &[(ANNO_SUBNET, subnet_annotation(Some(&subnet), None))],
+        ),
+    )
+    .await?;
+    let pools = wait_app_pools(&client, "Deployment", ns, "web", 1, |_| true).await?;
+    let pool = pools[0].name_any();
+    let subnets: Api<spiderpool_api::SpiderSubnet> = Api::all(client.clone());
+    subnets.delete(&subnet, &DeleteParams::default()).await?;
+    let pool_api: Api<SpiderIPPool> = Api::all(client.clone());
+    wait_for("the pool, then the subnet, to go", TIMEOUT, || async {
+        let pool_gone = pool_api.get_opt(&pool).await?.is_none();
+        let subnet_gone = subnets.get_opt(&subnet).await?.is_none();
+        anyhow::ensure!(pool_gone || !subnet_gone, "the subnet went before its pool");
+        Ok((pool_gone && subnet_gone).then_some(()))
+    })
+    .await?;
+    assert!(
+        app_pools(&client, "Deployment", ns, "web")
+            .await?
+            .is_empty()
+    );
+    namespace.delete().await?;
+    Ok(())
+}
+
+fn unique_name_for(prefix: &str) -> String {
+    spiderpool_e2e::unique_name(prefix)
+}

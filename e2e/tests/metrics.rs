@@ -127,6 +127,10 @@ async fn metrics_equal_the_pools_and_subnets_status_after_every_step() -> anyhow
     .await?;
     let pools = wait_app_pools(&client, "Deployment", ns, "web", 1, |_| true).await?;
     let auto = pools[0].name_any();
+    wait_for("both pools recorded in the subnet", TIMEOUT, || async {
+        Ok((subnet_state(&client, &subnet).await?.1 == 13).then_some(()))
+    })
+    .await?;
     let text = metrics_match_status(&client, manager, &subnet, 2).await?;
     let adopted = Api::<SpiderIPPool>::all(client.clone())
         .get(&manual)
@@ -234,6 +238,10 @@ async fn metrics_equal_the_pools_and_subnets_status_after_every_step() -> anyhow
             .await?
             .is_empty()
             .then_some(()))
+    })
+    .await?;
+    wait_for("the subnet to forget the auto pool", TIMEOUT, || async {
+        Ok((subnet_state(&client, &subnet).await?.1 == 10).then_some(()))
     })
     .await?;
     let text = metrics_match_status(&client, manager, &subnet, 1).await?;

@@ -14,7 +14,7 @@
 //! `spec.ips`, the UID / reclaim labels and the IP-number annotation.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -242,8 +242,11 @@ pub async fn ensure_pool(
         return result;
     }
     let jobs = context.batches.take(&request.subnet);
-    serve(context, &request.subnet, jobs).await;
+    let deferred = serve(context, &request.subnet, jobs).await;
+    // New pools are created after the lock is released: their addresses are already recorded,
+    // so the next batch may plan meanwhile.
     drop(guard);
+    write_deferred(context, deferred).await;
     outcome.await.unwrap_or_else(|_| {
         Err(Error::Retry {
             what: "the batch serving this request was dropped".to_string(),
@@ -252,20 +255,24 @@ pub async fn ensure_pool(
 }
 
 /// Serves a batch of one subnet, re-planning the requests whose writes met a concurrent change.
-async fn serve(context: &Context, subnet: &str, jobs: Vec<Job>) {
+async fn serve(context: &Context, subnet: &str, jobs: Vec<Job>) -> Vec<Deferred> {
     let started = std::time::Instant::now();
     let size = jobs.len();
-    serve_batch(context, subnet, jobs).await;
+    let deferred = serve_batch(context, subnet, jobs).await;
     tracing::debug!(%subnet, requests = size, elapsed = ?started.elapsed(), "served a batch of auto-pool requests");
+    deferred
 }
 
-async fn serve_batch(context: &Context, subnet: &str, jobs: Vec<Job>) {
+async fn serve_batch(context: &Context, subnet: &str, jobs: Vec<Job>) -> Vec<Deferred> {
     let mut remaining = jobs;
+    let mut deferred = Vec::new();
     for attempt in 1..=ATTEMPTS {
         if remaining.is_empty() {
-            return;
+            return deferred;
         }
-        remaining = serve_once(context, subnet, remaining).await;
+        let (retry, later) = serve_once(context, subnet, remaining).await;
+        remaining = retry;
+        deferred.extend(later);
         if !remaining.is_empty() {
             tracing::debug!(%subnet, requests = remaining.len(), attempt, "re-planning auto pools after a conflict");
             let jitter = rand::random_range(5..=20u64) * u64::from(attempt);
@@ -279,6 +286,33 @@ async fn serve_batch(context: &Context, subnet: &str, jobs: Vec<Job>) {
                 job.request.pool_name
             ),
         }));
+    }
+    deferred
+}
+
+/// A planned pool write left for after the lock is released.
+struct Deferred {
+    entry: Planned,
+    subnet: Arc<SpiderSubnet>,
+    subnet_cidr: String,
+}
+
+async fn write_deferred(context: &Context, deferred: Vec<Deferred>) {
+    let pools: Api<SpiderIPPool> = Api::all(context.client.clone());
+    let writes = futures::future::join_all(
+        deferred
+            .iter()
+            .map(|write| write_pool(&pools, &write.subnet, &write.subnet_cidr, &write.entry)),
+    )
+    .await;
+    for (write, written) in deferred.into_iter().zip(writes) {
+        let entry = write.entry;
+        let result = written.map(|()| PoolOutcome {
+            pool: entry.pool_name,
+            change: entry.plan.change,
+            size: entry.plan.ips.count(),
+        });
+        let _ = entry.job.reply.send(result);
     }
 }
 
@@ -334,7 +368,11 @@ fn reply_all(jobs: Vec<Job>, error: impl Fn() -> Error) {
 }
 
 /// One pass over a batch; returns the requests to plan again.
-async fn serve_once(context: &Context, subnet_name: &str, jobs: Vec<Job>) -> Vec<Job> {
+async fn serve_once(
+    context: &Context,
+    subnet_name: &str,
+    jobs: Vec<Job>,
+) -> (Vec<Job>, Vec<Deferred>) {
     let subnets: Api<SpiderSubnet> = Api::all(context.client.clone());
     let pools: Api<SpiderIPPool> = Api::all(context.client.clone());
     let subnet = match subnets.get_opt(subnet_name).await {
@@ -343,7 +381,7 @@ async fn serve_once(context: &Context, subnet_name: &str, jobs: Vec<Job>) -> Vec
             reply_all(jobs, || Error::SubnetNotFound {
                 subnet: subnet_name.to_string(),
             });
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         Err(error) => {
             let detail = error.to_string();
@@ -351,14 +389,14 @@ async fn serve_once(context: &Context, subnet_name: &str, jobs: Vec<Job>) -> Vec
                 subnet: subnet_name.to_string(),
                 detail: detail.clone(),
             });
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     if subnet.metadata.deletion_timestamp.is_some() {
         reply_all(jobs, || Error::SubnetTerminating {
             subnet: subnet_name.to_string(),
         });
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let (Some(version), Some(subnet_ips), Some(subnet_cidr)) = (
         objects::subnet_family(&subnet),
@@ -368,13 +406,13 @@ async fn serve_once(context: &Context, subnet_name: &str, jobs: Vec<Job>) -> Vec
         reply_all(jobs, || Error::InvalidSubnet {
             subnet: subnet_name.to_string(),
         });
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let initial = match objects::controlled_pools(&subnet) {
         Ok(controlled) => controlled,
         Err(error) => {
             reply_all(jobs, || Error::Ledger(error.clone()));
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let reserved: Vec<SpiderReservedIP> = context
@@ -498,7 +536,7 @@ async fn serve_once(context: &Context, subnet_name: &str, jobs: Vec<Job>) -> Vec
         }
     }
     if planned.is_empty() {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
 
     // One subnet write for the whole batch, before any pool is written.
@@ -512,13 +550,16 @@ async fn serve_once(context: &Context, subnet_name: &str, jobs: Vec<Job>) -> Vec
                 for entry in planned {
                     let _ = entry.job.reply.send(Err(error.clone().into()));
                 }
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             }
         };
         match written {
             Ok(_) => {}
             Err(error) if is_conflict(&error) => {
-                return planned.into_iter().map(|entry| entry.job).collect();
+                return (
+                    planned.into_iter().map(|entry| entry.job).collect(),
+                    Vec::new(),
+                );
             }
             Err(error) => {
                 let detail = error.to_string();
@@ -528,12 +569,26 @@ async fn serve_once(context: &Context, subnet_name: &str, jobs: Vec<Job>) -> Vec
                         detail: detail.clone(),
                     }));
                 }
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             }
         }
     }
 
-    // Then every pool, in parallel.
+    // Then the pools: updates now, under the lock and conditioned on the version the plan read;
+    // creations once the lock is released.
+    let (now, later): (Vec<Planned>, Vec<Planned>) = planned
+        .into_iter()
+        .partition(|entry| entry.existing.is_some());
+    let subnet = Arc::new(subnet);
+    let deferred: Vec<Deferred> = later
+        .into_iter()
+        .map(|entry| Deferred {
+            entry,
+            subnet: subnet.clone(),
+            subnet_cidr: subnet_cidr.clone(),
+        })
+        .collect();
+    let planned = now;
     let writes = futures::future::join_all(
         planned
             .iter()
@@ -556,7 +611,7 @@ async fn serve_once(context: &Context, subnet_name: &str, jobs: Vec<Job>) -> Vec
             }
         }
     }
-    retry
+    (retry, deferred)
 }
 
 /// Creates the pool, or brings an existing one to the plan.
@@ -595,10 +650,9 @@ async fn write_pool(
                 },
                 "annotations": { ANNO_IPPOOL_IP_NUMBER: annotation },
             });
-            if !entry.plan.released.is_empty() {
-                // Dropping addresses: only from the ledger the plan saw.
-                metadata["resourceVersion"] = json!(pool.resource_version());
-            }
+            // Only from the ledger and spec the plan saw: an address a pod took meanwhile is
+            // never dropped, and a write of an older plan never lands last.
+            metadata["resourceVersion"] = json!(pool.resource_version());
             let patch = json!({
                 "metadata": metadata,
                 "spec": {"ips": entry.plan.ips.to_range_strings()},
