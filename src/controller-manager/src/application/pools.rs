@@ -3,11 +3,12 @@
 //! 1. fast path: the cached pool and subnet record already match — nothing to do, no API call;
 //! 2. otherwise, under the subnet's lock: read the subnet and the workload's pool from the API
 //!    server, plan, write the subnet's `status.controlledIPPools` with compare-and-swap, then
-//!    create or update the pool. When the plan removes addresses, the pool update carries the
-//!    resourceVersion whose ledger the plan saw, so an address a pod took in between is never
-//!    dropped: the update conflicts, and the next attempt repairs the record. Requests of many
-//!    workloads on one subnet are served together ([`SubnetBatches`]): one subnet write each
-//!    round, pool writes in parallel.
+//!    update the pool, conditioned on the resourceVersion whose spec and ledger the plan saw: an
+//!    address a pod took in between is never dropped (the update conflicts, and the next round
+//!    repairs the record) and an older plan never lands last. New pools are created right after
+//!    the lock is released (their addresses are already recorded). Requests of many workloads on
+//!    one subnet are served together ([`SubnetBatches`]): one subnet write per round for all of
+//!    them, pool writes in parallel.
 //!
 //! Pools are created with a plain create (a name collision must fail, never take over another
 //! object) and updated with a JSON merge patch of exactly the fields this controller owns:
@@ -16,8 +17,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-
-use tokio::sync::oneshot;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -39,6 +38,7 @@ use spiderpool_ipam::autopool::{
 use spiderpool_ipam::pod::AppRef;
 use spiderpool_ipam::range::IpSet;
 use spiderpool_ipam::store::reserved_set;
+use tokio::sync::oneshot;
 
 use super::{Context, Error, FIELD_MANAGER};
 use crate::ippool::objects::{self, canonical_cidr, is_conflict};

@@ -80,6 +80,28 @@ fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 /// `namespace/name` of a pod.
 type PodKey = (String, String);
 
+/// `(pool, ip, pod UID)` of one ledger record.
+type Record = (String, String, String);
+
+/// Every record of every cached pool, by holder (`namespace/name`).
+fn records_by_holder(cache: &IpamCache) -> HashMap<String, Vec<Record>> {
+    let mut index: HashMap<String, Vec<Record>> = HashMap::new();
+    for pool in cache.pools.state() {
+        let Ok(ledger) = objects::pool_allocations(&pool) else {
+            continue;
+        };
+        let name = objects::pool_name(&pool);
+        for (ip, record) in ledger.iter() {
+            index.entry(record.pod.clone()).or_default().push((
+                name.clone(),
+                ip.clone(),
+                record.pod_uid.clone(),
+            ));
+        }
+    }
+    index
+}
+
 pub struct Context {
     pub client: Client,
     pub store: IpamStore,
@@ -275,7 +297,7 @@ pub async fn run(context: Arc<Context>, readiness: Readiness) {
             loop {
                 ticks.tick().await;
                 for (namespace, name) in context.take_expired(now()) {
-                    collect_pod(&context, &namespace, &name).await;
+                    collect_pod(&context, &namespace, &name, None).await;
                 }
             }
         }
@@ -302,17 +324,16 @@ pub async fn run(context: Arc<Context>, readiness: Readiness) {
 pub async fn scan_all(context: &Context, pods: &Store<Pod>) {
     let timer = context.metrics.start(CONTROLLER_NAME);
     let mut suspects: BTreeMap<PodKey, ()> = BTreeMap::new();
-    for pool in context.cache.pools.state() {
-        let Ok(records) = objects::pool_allocations(&pool) else {
+    let mut index = records_by_holder(&context.cache);
+    for (holder, records) in &index {
+        let Some((namespace, name)) = split_pod(holder) else {
             continue;
         };
-        for (_, record) in records.iter() {
-            let Some((namespace, name)) = split_pod(&record.pod) else {
-                continue;
-            };
-            if !cached_alive(pods, &namespace, &name, &record.pod_uid) {
-                suspects.insert((namespace, name), ());
-            }
+        if records
+            .iter()
+            .any(|(_, _, uid)| !cached_alive(pods, &namespace, &name, uid))
+        {
+            suspects.insert((namespace, name), ());
         }
     }
     let endpoints: Api<SpiderEndpoint> = Api::all(context.client.clone());
@@ -338,15 +359,24 @@ pub async fn scan_all(context: &Context, pods: &Store<Pod>) {
     }
     let count = suspects.len();
     for (namespace, name) in suspects.into_keys() {
-        collect_pod(context, &namespace, &name).await;
+        let records = index
+            .remove(&format!("{namespace}/{name}"))
+            .unwrap_or_default();
+        collect_pod(context, &namespace, &name, Some(records)).await;
     }
     timer.finish();
     tracing::debug!(checked = count, "garbage collection scan done");
 }
 
 /// Looks at everything held for `namespace/name` on fresh reads and releases what may go.
-pub async fn collect_pod(context: &Context, namespace: &str, name: &str) {
-    if let Err(error) = collect_pod_inner(context, namespace, name).await {
+/// `records` are the cached records of the pod when the caller already has them.
+pub async fn collect_pod(
+    context: &Context,
+    namespace: &str,
+    name: &str,
+    records: Option<Vec<Record>>,
+) {
+    if let Err(error) = collect_pod_inner(context, namespace, name, records).await {
         context.counters.gc_failed(error.metric_label());
         context
             .metrics
@@ -431,24 +461,19 @@ async fn node_ready(context: &Context, pod: &Pod) -> Result<Option<bool>, Error>
     }))
 }
 
-async fn collect_pod_inner(context: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+async fn collect_pod_inner(
+    context: &Context,
+    namespace: &str,
+    name: &str,
+    records: Option<Vec<Record>>,
+) -> Result<(), Error> {
     let holder = format!("{namespace}/{name}");
     // Records from the cache: a record the cache does not show yet is at most a fresh one.
-    let mut records: Vec<(String, String, String)> = Vec::new();
-    for pool in context.cache.pools.state() {
-        let Ok(ledger) = objects::pool_allocations(&pool) else {
-            continue;
-        };
-        for (ip, record) in ledger.iter() {
-            if record.pod == holder {
-                records.push((
-                    objects::pool_name(&pool),
-                    ip.clone(),
-                    record.pod_uid.clone(),
-                ));
-            }
-        }
-    }
+    let records = records.unwrap_or_else(|| {
+        records_by_holder(&context.cache)
+            .remove(&holder)
+            .unwrap_or_default()
+    });
     let pod_api: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
     let pod = pod_api
         .get_opt(name)

@@ -470,7 +470,34 @@ async fn reconcile_inner(cached: &SpiderSubnet, context: &Context) -> Result<Act
         adopt(&pools, &subnet, pool).await?;
     }
 
-    // 3. controlledIPPools and counts.
+    // 3. controlledIPPools and counts. An auto pool whose entry is about to be dropped may have
+    // been created since its absence was seen: look once more right before writing.
+    let mut work = work;
+    if !work.terminating {
+        let current = objects::controlled_pools(&subnet)?;
+        for (pool, entry) in &current.0 {
+            if entry.application.is_some()
+                && !work.next.0.contains_key(pool)
+                && pools
+                    .get_opt(pool)
+                    .await
+                    .map_err(kube_error(format!("get SpiderIPPool {pool}")))?
+                    .is_some()
+            {
+                work.next.0.insert(pool.clone(), entry.clone());
+            }
+        }
+        if let Some(subnet_ips) = objects::subnet_ips(&subnet)
+            && let Ok((total, allocated)) = subnet_counts(&subnet_ips, &work.next)
+        {
+            work.total = total;
+            work.allocated = allocated;
+        }
+        let status = subnet.status.as_ref();
+        work.status_changed = work.next != current
+            || status.and_then(|status| status.total_ip_count) != Some(work.total)
+            || status.and_then(|status| status.allocated_ip_count) != Some(work.allocated);
+    }
     let mut latest = work.subnet.clone();
     if work.status_changed {
         match write_subnet_status(&subnets, &subnet, &work.next, work.total, work.allocated).await {
