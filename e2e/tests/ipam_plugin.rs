@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use spiderpool_api::SpiderReservedIP;
 use spiderpool_e2e::{TestNamespace, client, unique_name, wait_for};
 
 use ipam_support::*;
@@ -724,6 +725,19 @@ async fn excluded_and_reserved_addresses_are_never_handed_out() -> anyhow::Resul
         4,
         &[&format!("10.{third}.0.11-10.{third}.0.12")],
     )
+    .await?;
+    // The plugin reads reservations from the API server's cache: wait until it has this one.
+    let reservations: Api<SpiderReservedIP> = Api::all(fixture.client.clone());
+    wait_for("the reservation in the cache", TIMEOUT, || async {
+        let cached = reservations
+            .list(&ListParams::default().match_any())
+            .await?;
+        Ok(cached
+            .items
+            .iter()
+            .any(|item| item.name_any() == reserved)
+            .then_some(()))
+    })
     .await?;
     let annotation = format!(r#"{{"ipv4":["{pool}"]}}"#);
     let mut handed_out = BTreeSet::new();

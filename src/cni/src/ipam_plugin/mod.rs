@@ -197,6 +197,7 @@ impl Call {
         let outcome = runtime.block_on(async move {
             let call = async move {
                 let client = Store::client_from_kubeconfig(&kubeconfig, remaining).await?;
+                log::debug!("client ready");
                 work(Store::new(client, options)).await
             };
             match tokio::time::timeout(remaining, call).await {

@@ -28,7 +28,7 @@ use super::{Store, StoreError};
 use crate::annotations::{ANNO_POD_ROUTES, is_multiple_nic_without_names, parse_pod_routes};
 use crate::config::IpamConfig;
 use crate::ip::IpVersion;
-use crate::ledger::{AllocateError, IpAndUid, PoolIpAllocation, PoolIpAllocations};
+use crate::ledger::{AllocateError, IpAndUid, LedgerError, PoolIpAllocation, PoolIpAllocations};
 use crate::pod::{AppRef, PodContext, is_pod_alive};
 use crate::pool::PoolView;
 use crate::result::{
@@ -135,6 +135,7 @@ impl Store {
                 name: name.to_string(),
             });
         }
+        log::debug!("pod read after {:?}", started.elapsed());
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let top_controller = self.top_controller(&pod).await?;
         let statefulset = request.settings.enable_stateful_set && top_controller.is_statefulset();
@@ -165,10 +166,12 @@ impl Store {
                     endpoint = None;
                     inputs = Some(gathered);
                 } else {
-                    // §5.2 step 5: take over the stored addresses under the new UID.
-                    if !same_uid {
-                        stats.add(self.rewrite_uids(&pod, &details, request.deadline).await?);
-                    }
+                    // §5.2 step 5: take over the stored addresses under the new UID (and make
+                    // sure the ledger still records them).
+                    stats.add(
+                        self.ensure_records(&pod, &details, request.deadline)
+                            .await?,
+                    );
                     let node = gathered.context.node_name.clone();
                     let serves_nic = has_allocation_for(&details, request.nic);
                     claim_unnamed_nic(&mut details, request.nic);
@@ -204,8 +207,29 @@ impl Store {
                     inputs = Some(gathered);
                 }
             } else if same_uid {
-                if has_allocation_for(&details, request.nic) {
-                    // §5.2 step 6: a repeated ADD, or a later NIC of the `ippools` annotation.
+                // §5.2 step 6: a repeated ADD, or a later NIC of the `ippools` annotation. The
+                // ledger must still record what the endpoint says: an earlier ADD whose endpoint
+                // write reached the server but reported an error rolled its records back.
+                let verified = if has_allocation_for(&details, request.nic) {
+                    match self.ensure_records(&pod, &details, request.deadline).await {
+                        Ok(ensure_stats) => {
+                            stats.add(ensure_stats);
+                            true
+                        }
+                        Err(StoreError::Ledger(error)) => {
+                            log::warn!(
+                                "SpiderEndpoint {namespace}/{name} is stale ({error}): allocating afresh"
+                            );
+                            self.retire_endpoint(&existing, true).await?;
+                            endpoint = None;
+                            false
+                        }
+                        Err(error) => return Err(error),
+                    }
+                } else {
+                    false
+                };
+                if verified {
                     if claim_unnamed_nic(&mut details, request.nic) {
                         let stored: Vec<_> = details.iter().map(detail_to_api).collect();
                         self.update_endpoint(namespace, name, |endpoint| {
@@ -313,7 +337,24 @@ impl Store {
                 .collect();
             let desired = new_endpoint(&pod, &top_controller, !statefulset, entries);
             if let Err(error) = self.write_endpoint(desired).await {
-                failure = Some(error);
+                // The write may have reached the server although the call failed (a timeout,
+                // an etcd error): then the allocation stands and must not be rolled back.
+                let written = match self.get_endpoint(namespace, name).await {
+                    Ok(Some(stored)) => stored.status.is_some_and(|status| {
+                        status.current.uid == uid
+                            && results.iter().all(|result| {
+                                status.current.ips.iter().any(|entry| {
+                                    entry.nic == result.ip.nic || (unnamed && entry.nic.is_empty())
+                                })
+                            })
+                    }),
+                    _ => false,
+                };
+                if written {
+                    log::warn!("SpiderEndpoint {namespace}/{name} was written despite: {error}");
+                } else {
+                    failure = Some(error);
+                }
             }
         }
         if let Some(error) = failure {
@@ -582,10 +623,11 @@ impl Store {
         stats
     }
 
-    /// `UpdateAllocatedIPs`: the pool records of a StatefulSet pod's stored addresses move to the
-    /// new pod UID. A record that vanished meanwhile is written again if the address is free; an
-    /// address now held by another pod is an error.
-    async fn rewrite_uids(
+    /// `UpdateAllocatedIPs`, made a repair as well: every stored address of the pod must be
+    /// recorded for the pod's current UID. A record of the same pod name under an older UID (a
+    /// re-created StatefulSet pod) moves to the new UID; a missing record is written again if the
+    /// address is free; an address held by another pod is a [`LedgerError::ForeignRecord`].
+    async fn ensure_records(
         &self,
         pod: &Pod,
         details: &[IpAllocationDetail],
@@ -617,7 +659,7 @@ impl Store {
                                 }
                             }
                             Some(record) => {
-                                return Err(crate::ledger::LedgerError::ForeignRecord {
+                                return Err(LedgerError::ForeignRecord {
                                     pool: pool.clone(),
                                     ip: address.ip.clone(),
                                     recorded_pod: record.pod.clone(),

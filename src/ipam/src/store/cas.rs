@@ -109,8 +109,9 @@ pub struct PoolWriter {
 
 impl PoolWriter {
     /// Runs `step` on fresh reads of `pool` until its write succeeds, nothing needs writing, or the
-    /// attempts / `deadline` run out. `first_read` (a copy just read) saves the first GET when no
-    /// node-local lock is used.
+    /// attempts / `deadline` run out. `first_read` (a copy just read, possibly from the API
+    /// server's cache) saves the first GET when no node-local lock is used; it is only trusted for
+    /// a write (which the resourceVersion guards), never for a decision to write nothing.
     pub async fn update<T, F>(
         &self,
         pool: &str,
@@ -140,18 +141,28 @@ impl PoolWriter {
                 }
                 None => None,
             };
-            let current = match cached.take() {
-                Some(current) => current,
-                None => self
-                    .pools
-                    .get_opt(pool)
-                    .await
-                    .map_err(|error| api_error(format!("get SpiderIPPool {pool}"), error))?
-                    .ok_or_else(|| StoreError::PoolGone {
-                        pool: pool.to_string(),
-                    })?,
+            let (current, from_cache) = match cached.take() {
+                Some(current) => (current, true),
+                None => (
+                    self.pools
+                        .get_opt(pool)
+                        .await
+                        .map_err(|error| api_error(format!("get SpiderIPPool {pool}"), error))?
+                        .ok_or_else(|| StoreError::PoolGone {
+                            pool: pool.to_string(),
+                        })?,
+                    false,
+                ),
             };
             let (update, value) = match step(&current)? {
+                // A decision to write nothing is never checked by the API server, so it must not
+                // rest on a copy that may be stale (e.g. "this UID already holds an address" read
+                // before that record was rolled back): decide again on a fresh read.
+                Step::Done(_) if from_cache => {
+                    attempt -= 1;
+                    drop(guard);
+                    continue;
+                }
                 Step::Done(value) => return Ok((value, stats)),
                 Step::Write(update, value) => (update, value),
             };

@@ -247,10 +247,12 @@ impl PoolWriter {
         let api = self.reserved_ips.clone();
         self.reserved_cache
             .get_or_try_init(|| async move {
-                api.list(&kube::api::ListParams::default())
-                    .await
-                    .map(|list| list.items)
-                    .map_err(|error| api_error("list SpiderReservedIPs", error))
+                super::list_cached(
+                    &api,
+                    &kube::api::ListParams::default(),
+                    "list SpiderReservedIPs",
+                )
+                .await
             })
             .await
             .cloned()
@@ -296,15 +298,18 @@ impl PoolWriter {
             .ok_or_else(|| StoreError::Invalid("combining without a lock directory".into()))?;
         let mut stats = CasStats::default();
         let mut attempt: u32 = 0;
+        let started = Instant::now();
+        let guard = dir.lock(pool, deadline).await?;
+        stats.lock_wait += started.elapsed();
+        if let Some(outcome) = read_outcome(&ticket.done) {
+            drop(guard);
+            stats.served_by_peer += 1;
+            return Ok((outcome, stats));
+        }
+        // The lock is kept through conflicts and their backoff: the node backs off as one
+        // writer (its other calls queue meanwhile and ride along on the next attempt) instead of
+        // letting the next local call try again at once.
         loop {
-            let started = Instant::now();
-            let guard = dir.lock(pool, deadline).await?;
-            stats.lock_wait += started.elapsed();
-            if let Some(outcome) = read_outcome(&ticket.done) {
-                drop(guard);
-                stats.served_by_peer += 1;
-                return Ok((outcome, stats));
-            }
             attempt += 1;
             let batch = pending(&queue);
             if batch
@@ -314,6 +319,7 @@ impl PoolWriter {
             {
                 reserved = Some(self.reserved().await?);
             }
+            let read_started = Instant::now();
             let current = self
                 .pools
                 .get_opt(pool)
@@ -373,11 +379,23 @@ impl PoolWriter {
                         StoreError::Invalid(format!("SpiderIPPool {pool} has no resourceVersion"))
                     })?;
                 let status = records.status();
-                match self.write_status(pool, &resource_version, &status).await {
+                let write_started = Instant::now();
+                let written = self.write_status(pool, &resource_version, &status).await;
+                log::debug!(
+                    "combined {} operations on IPPool {pool} (attempt {attempt}): read {:?}, write {:?} ({})",
+                    batch.len(),
+                    write_started.duration_since(read_started),
+                    write_started.elapsed(),
+                    if written.is_ok() {
+                        "written"
+                    } else {
+                        "not written"
+                    },
+                );
+                match written {
                     Ok(()) => stats.writes += 1,
                     Err(WriteError::Conflict) => {
                         stats.conflicts += 1;
-                        drop(guard);
                         if attempt >= self.backoff.max_attempts {
                             return Err(StoreError::ConflictsExhausted {
                                 pool: pool.to_string(),

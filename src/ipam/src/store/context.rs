@@ -12,7 +12,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
-use kube::api::ListParams;
+use kube::api::{GetParams, ListParams};
 use spiderpool_api::SpiderIPPool;
 
 use super::{Store, StoreError, api_error};
@@ -219,11 +219,10 @@ impl Store {
     ) -> Result<Vec<SpiderIPPool>, StoreError> {
         let api = self.pools();
         match query {
-            PoolQuery::All => Ok(api
-                .list(&ListParams::default())
-                .await
-                .map_err(|error| api_error("list SpiderIPPools", error))?
-                .items),
+            // Selection only: the cache is fresh enough.
+            PoolQuery::All => {
+                super::list_cached(&api, &ListParams::default(), "list SpiderIPPools").await
+            }
             PoolQuery::Named(names) => {
                 let mut pools: Vec<SpiderIPPool> = Vec::with_capacity(names.len());
                 for name in names {
@@ -233,12 +232,26 @@ impl Store {
                     {
                         continue;
                     }
-                    if let Some(pool) = api
-                        .get_opt(name)
-                        .await
-                        .map_err(|error| api_error(format!("get SpiderIPPool {name}"), error))?
-                    {
-                        pools.push(pool);
+                    // From the API server's cache: selection reads the spec, and the ledger
+                    // itself is re-read (or checked by resourceVersion) when it is written.
+                    match api.get_with(name, &GetParams::any()).await {
+                        Ok(pool) => pools.push(pool),
+                        // The cache may not have a pool created a moment ago yet, or may
+                        // not be ready at all on a fresh API server.
+                        Err(kube::Error::Api(status))
+                            if status.is_not_found()
+                                || status.code == 429
+                                || status.code >= 500 =>
+                        {
+                            if let Some(pool) = api.get_opt(name).await.map_err(|error| {
+                                api_error(format!("get SpiderIPPool {name}"), error)
+                            })? {
+                                pools.push(pool);
+                            }
+                        }
+                        Err(error) => {
+                            return Err(api_error(format!("get SpiderIPPool {name}"), error));
+                        }
                     }
                 }
                 Ok(pools)
@@ -256,14 +269,12 @@ impl Store {
             .map(|(key, value)| format!("{key}={value}"))
             .collect::<Vec<_>>()
             .join(",");
-        Ok(self
-            .pools()
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|error| {
-                api_error(format!("list SpiderIPPools with labels {selector}"), error)
-            })?
-            .items)
+        super::list_cached(
+            &self.pools(),
+            &ListParams::default().labels(&selector),
+            &format!("list SpiderIPPools with labels {selector}"),
+        )
+        .await
     }
 }
 

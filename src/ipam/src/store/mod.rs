@@ -169,6 +169,29 @@ pub(crate) fn api_error(what: impl Into<String>, error: kube::Error) -> StoreErr
     }
 }
 
+/// A LIST served from the API server's cache (`resourceVersion=0`): a consistent LIST waits for
+/// the cache to catch up with etcd, tens of milliseconds per call, which reservations and pool
+/// specs read for selection are not worth. A cache that is not ready yet (a fresh API server
+/// answers "storage is (re)initializing") falls back to a consistent LIST.
+pub(crate) async fn list_cached<K>(
+    api: &Api<K>,
+    params: &kube::api::ListParams,
+    what: &str,
+) -> Result<Vec<K>, StoreError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.list(&params.clone().match_any()).await {
+        Ok(list) => Ok(list.items),
+        Err(kube::Error::Api(status)) if status.code == 429 || status.code >= 500 => api
+            .list(params)
+            .await
+            .map(|list| list.items)
+            .map_err(|error| api_error(what, error)),
+        Err(error) => Err(api_error(what, error)),
+    }
+}
+
 /// Options of a [`Store`].
 #[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
@@ -195,25 +218,50 @@ impl Store {
         }
     }
 
-    /// A client from a kubeconfig file, with bounded connect and read timeouts. The rustls crypto
-    /// provider must be installed by the caller first.
+    /// A client from a kubeconfig file. The rustls crypto provider must be installed by the
+    /// caller first.
+    ///
+    /// Built by hand rather than with `Client::try_from(config)` for one reason: kube's
+    /// connector leaves Nagle's algorithm on, and the first request after the TLS handshake then
+    /// waits for the delayed ACK of the handshake's last flight (about 40 ms, every CNI call,
+    /// since every call is a new process with a new connection). The layers are kube's: base URI
+    /// and authentication.
     pub async fn client_from_kubeconfig(
         path: &Path,
         request_timeout: Duration,
     ) -> Result<Client, StoreError> {
+        use hyper_util::client::legacy::connect::HttpConnector;
+        use hyper_util::rt::TokioExecutor;
+        use kube::client::ConfigExt;
+        use tower::ServiceBuilder;
+
         let kubeconfig_error = |detail: String| StoreError::Kubeconfig {
             path: path.display().to_string(),
             detail,
         };
         let kubeconfig =
             Kubeconfig::read_from(path).map_err(|error| kubeconfig_error(error.to_string()))?;
-        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .map_err(|error| kubeconfig_error(error.to_string()))?;
-        config.connect_timeout = Some(request_timeout.min(Duration::from_secs(10)));
-        config.read_timeout = Some(request_timeout);
-        config.write_timeout = Some(request_timeout);
-        Client::try_from(config).map_err(|error| kubeconfig_error(error.to_string()))
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(request_timeout.min(Duration::from_secs(10))));
+        let https = config
+            .rustls_https_connector_with_connector(http)
+            .map_err(|error| kubeconfig_error(error.to_string()))?;
+        let hyper_client: hyper_util::client::legacy::Client<_, kube::client::Body> =
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+        let auth = config
+            .auth_layer()
+            .map_err(|error| kubeconfig_error(error.to_string()))?;
+        let service = ServiceBuilder::new()
+            .layer(config.base_uri_layer())
+            .option_layer(auth)
+            .map_err(tower::BoxError::from)
+            .service(hyper_client);
+        Ok(Client::new(service, config.default_namespace))
     }
 
     pub fn client(&self) -> &Client {
