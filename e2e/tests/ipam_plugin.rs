@@ -50,7 +50,8 @@ fn v6_pool(third: u16, range: &str) -> Value {
     })
 }
 
-/// A distinct second octet per test, so each test's addresses say which pool they came from.
+/// A random second octet per test, so each test's addresses say which pool they came from
+/// (2-19 belong to the reservation test alone: reservations are cluster-wide).
 fn octet() -> u8 {
     rand::random_range(20..250)
 }
@@ -716,7 +717,8 @@ async fn affinity_filters_skip_pools_and_explain_why() -> anyhow::Result<()> {
 #[tokio::test]
 async fn excluded_and_reserved_addresses_are_never_handed_out() -> anyhow::Result<()> {
     let mut fixture = Fixture::new("ipam-reserved").await?;
-    let third = octet();
+    // Reservations apply to every pool: an octet no other test uses (they take 20-249).
+    let third: u8 = rand::random_range(2..20);
     let mut spec = v4_pool(third, "10-15");
     spec["excludeIPs"] = json!([format!("10.{third}.0.10"), format!("10.{third}.0.13")]);
     let pool = fixture.pool("reserved", spec).await?;

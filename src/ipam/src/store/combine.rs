@@ -328,6 +328,7 @@ impl PoolWriter {
                 .ok_or_else(|| StoreError::PoolGone {
                     pool: pool.to_string(),
                 })?;
+            dir.cache_pool(&current);
             let view = pool_view(&current);
             let mut records = PoolIpAllocations::parse(
                 pool,

@@ -24,6 +24,10 @@ use crate::glob::has_wildcard;
 use crate::pod::{AppRef, PodContext, is_valid_statefulset_ordinal, statefulset_name_and_ordinal};
 use crate::settings::ClusterSettings;
 
+/// How long a node's copy of a pool's spec serves selection (upstream's agent selects from an
+/// informer cache; a spec change reaches this node's selections within this time).
+const POOL_SPEC_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Which pools the deciding source needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PoolQuery {
@@ -232,8 +236,18 @@ impl Store {
                     {
                         continue;
                     }
-                    // From the API server's cache: selection reads the spec, and the ledger
-                    // itself is re-read (or checked by resourceVersion) when it is written.
+                    // Selection reads the spec only; the ledger is re-read (or checked by
+                    // resourceVersion) when it is written. The node's copy of the spec, kept by
+                    // the last writer on this node, saves a read of the whole ledger.
+                    if let Some(pool) = self
+                        .options
+                        .lock_dir
+                        .as_ref()
+                        .and_then(|dir| dir.cached_pool(name, POOL_SPEC_CACHE_TTL))
+                    {
+                        pools.push(pool);
+                        continue;
+                    }
                     match api.get_with(name, &GetParams::any()).await {
                         Ok(pool) => pools.push(pool),
                         // The cache may not have a pool created a moment ago yet, or may

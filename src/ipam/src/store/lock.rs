@@ -7,12 +7,25 @@
 //! nodes can still conflict (handled by the compare-and-swap). The lock is advisory, held only
 //! around one pool's GET + status write, and released by the kernel when the process dies, so a
 //! crashed plugin never wedges a node.
+//!
+//! The same directory holds the per-pool operation queues of [`super::combine`] and the node's
+//! copy of each pool's spec (`<pool>.spec.json`, without the ledger), refreshed by every write
+//! on the node and used by selection for a few seconds instead of reading the whole pool.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
+
+use spiderpool_api::SpiderIPPool;
 
 use super::StoreError;
+
+/// Pool names are DNS subdomains (no '/'); keep file names safe anyway.
+fn safe_name(pool: &str) -> String {
+    pool.chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect()
+}
 
 /// A held lock; released on drop.
 #[derive(Debug)]
@@ -43,13 +56,45 @@ impl LockDir {
         &self.dir
     }
 
+    fn spec_file(&self, pool: &str) -> PathBuf {
+        self.dir.join(format!("{}.spec.json", safe_name(pool)))
+    }
+
+    /// The node's copy of a pool without its ledger, if written less than `ttl` ago.
+    pub fn cached_pool(&self, pool: &str, ttl: Duration) -> Option<SpiderIPPool> {
+        let path = self.spec_file(pool);
+        let age = std::fs::metadata(&path)
+            .and_then(|metadata| metadata.modified())
+            .ok()
+            .and_then(|modified| SystemTime::now().duration_since(modified).ok())?;
+        if age > ttl {
+            return None;
+        }
+        let bytes = std::fs::read(&path).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Keeps a copy of `pool` without its ledger (best effort).
+    pub fn cache_pool(&self, pool: &SpiderIPPool) {
+        let Some(name) = pool.metadata.name.as_deref() else {
+            return;
+        };
+        let mut copy = pool.clone();
+        copy.status = None;
+        copy.metadata.managed_fields = None;
+        let path = self.spec_file(name);
+        let temporary = path.with_extension(format!("{}.tmp", std::process::id()));
+        let written = serde_json::to_vec(&copy)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&temporary, bytes))
+            .and_then(|()| std::fs::rename(&temporary, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+    }
+
     fn file_for(&self, pool: &str) -> PathBuf {
-        // Pool names are DNS subdomains (no '/'); keep the file name safe anyway.
-        let name: String = pool
-            .chars()
-            .map(|c| if c == '/' || c == '\0' { '_' } else { c })
-            .collect();
-        self.dir.join(format!("{name}.lock"))
+        self.dir.join(format!("{}.lock", safe_name(pool)))
     }
 
     /// Waits for the lock of `pool` until `deadline`.
