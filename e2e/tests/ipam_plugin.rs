@@ -641,6 +641,15 @@ async fn unreachable_api_server_asks_the_runtime_to_retry() -> anyhow::Result<()
     assert!(msg.contains("API server unavailable"), "{msg}");
     let (code, _) = cni("DEL", &pod, "eth0", &config).await?.error()?;
     assert_eq!(code, 11);
+    // CNI 1.1.0 STATUS: not available without the API server, available with it; GC is a no-op.
+    let mut status_config = netconf("1.1.0", &fixture.node, json!({"kubeconfig": kubeconfig}));
+    let (code, msg) = cni("STATUS", &pod, "eth0", &status_config).await?.error()?;
+    assert_eq!(code, 50, "{msg}");
+    status_config["ipam"]["kubeconfig"] = json!(spiderpool_e2e::kubeconfig_path());
+    let status = cni("STATUS", &pod, "eth0", &status_config).await?;
+    assert!(status.success && status.stdout.is_empty(), "{status:?}");
+    let gc = cni("GC", &pod, "eth0", &status_config).await?;
+    assert!(gc.success, "{gc:?}");
     // A missing kubeconfig is named.
     let config = fixture.conf(json!({"kubeconfig": "/nonexistent/spiderpool.kubeconfig"}));
     let (code, msg) = cni("ADD", &pod, "eth0", &config).await?.error()?;
