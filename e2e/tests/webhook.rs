@@ -64,6 +64,9 @@ fn manager_args() -> Vec<String> {
         format!("--webhook-namespace-selector={LABEL}=true"),
         format!("--webhook-object-selector={LABEL}=true"),
         format!("--settings-configmap={SETTINGS}"),
+        // The suite writes subnet records for workloads that do not exist (G38); a running
+        // subnet or application controller would rightly drop them mid-test.
+        "--enable-ipam-controllers=false".into(),
     ]
 }
 

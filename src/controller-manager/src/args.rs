@@ -54,6 +54,11 @@ pub struct Args {
     #[arg(long, env = "SPIDERPOOL_ENABLE_MULTUS_CONFIG", default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_multus_config: bool,
 
+    /// Run the IPAM controllers: IPPool and Subnet status, auto pools for workloads, and IP
+    /// garbage collection (leader only). Off for a replica that should only serve webhooks.
+    #[arg(long, env = "SPIDERPOOL_ENABLE_IPAM_CONTROLLERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_ipam_controllers: bool,
+
     /// Serve the admission webhooks (on every replica, leader or not).
     #[arg(long, env = "SPIDERPOOL_ENABLE_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_webhook: bool,

@@ -51,11 +51,13 @@ impl Controllers {
                 }),
             ));
         }
-        for (name, conditions, factory) in
-            crate::ippool::controllers(client.clone(), args, registry, readiness, &metrics)
-        {
-            leader_conditions.extend(conditions);
-            factories.push((name, factory));
+        if args.enable_ipam_controllers {
+            for (name, conditions, factory) in
+                crate::ippool::controllers(client.clone(), args, registry, readiness, &metrics)
+            {
+                leader_conditions.extend(conditions);
+                factories.push((name, factory));
+            }
         }
         Self {
             factories,
