@@ -96,7 +96,7 @@ fn hint(code: ErrorCode) -> &'static str {
         POD_UNUSABLE => "the pod is gone or finished; the runtime will not need an address",
         POOL_DATA_BROKEN => "inspect the pool's status.allocatedIPs and spec",
         API_REJECTED => {
-            "check the RBAC of the plugin's kubeconfig (pods, namespaces, nodes, replicasets, jobs, statefulsets, spiderippools(/status), spiderreservedips, spiderendpoints)"
+            "check the RBAC of the plugin's kubeconfig against config/rbac/cni.yaml (pods, namespaces, nodes, replicasets, jobs, statefulsets, spiderippools(/status), spidersubnets(/status), spiderreservedips, spiderendpoints)"
         }
         AUTO_POOL_UNAVAILABLE => {
             "SpiderSubnet mode: the controller-manager creates the workload's auto pool; check its logs and the SpiderSubnet's free addresses"

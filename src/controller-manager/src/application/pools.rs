@@ -14,35 +14,27 @@
 //! object) and updated with a JSON merge patch of exactly the fields this controller owns:
 //! `spec.ips`, the UID / reclaim labels and the IP-number annotation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Resource, ResourceExt};
-use serde_json::json;
-use spiderpool_api::constants::ANNO_IPPOOL_IP_NUMBER;
-use spiderpool_api::constants::{
-    API_VERSION, AUTO_POOL_APP_API_GROUP, AUTO_POOL_APP_API_VERSION, AUTO_POOL_APP_KIND,
-    AUTO_POOL_APP_NAME, AUTO_POOL_APP_NAMESPACE, FINALIZER, LABEL_INTERFACE, LABEL_IP_VERSION,
-    LABEL_IPPOOL_CIDR, LABEL_IPPOOL_RECLAIM, LABEL_OWNER_APPLICATION_GV,
-    LABEL_OWNER_APPLICATION_KIND, LABEL_OWNER_APPLICATION_NAME, LABEL_OWNER_APPLICATION_NAMESPACE,
-    LABEL_OWNER_APPLICATION_UID, LABEL_OWNER_SPIDER_SUBNET, cidr_label_value,
-};
-use spiderpool_api::{IPPoolSpec, SpiderIPPool, SpiderReservedIP, SpiderSubnet};
+use spiderpool_api::{SpiderIPPool, SpiderReservedIP, SpiderSubnet};
 use spiderpool_ipam::autopool::{
-    AutoPoolAffinity, AutoPoolLabels, PoolChange, PoolRequest, PoolSnapshot, PreAllocation,
-    PreAllocationInput, application_key, plan_pre_allocation, subnet_counts,
+    AutoPoolLabels, PoolChange, PoolRequest, PoolSnapshot, PreAllocation, PreAllocationInput,
+    application_key, plan_pre_allocation, subnet_counts,
 };
 use spiderpool_ipam::pod::AppRef;
 use spiderpool_ipam::range::IpSet;
+use spiderpool_ipam::store::autopool::{
+    choose, lookup_labels, matches_labels, new_pool, pool_up_to_date, pool_update_patch,
+    write_subnet_status,
+};
 use spiderpool_ipam::store::reserved_set;
 use tokio::sync::oneshot;
 
 use super::{Context, Error, FIELD_MANAGER};
 use crate::ippool::objects::{self, canonical_cidr, is_conflict};
-use crate::subnet::status::write_subnet_status;
 
 /// Attempts of the slow path when the subnet or the pool changed under it.
 const ATTEMPTS: u32 = 8;
@@ -53,94 +45,6 @@ pub struct PoolOutcome {
     pub pool: String,
     pub change: PoolChange,
     pub size: u128,
-}
-
-/// The labels that find a workload's pool (all of §2.5 but the UID and reclaim flag).
-fn lookup_labels(labels: &AutoPoolLabels) -> BTreeMap<&'static str, String> {
-    BTreeMap::from([
-        (
-            LABEL_OWNER_SPIDER_SUBNET,
-            labels.owner_spider_subnet.clone(),
-        ),
-        (LABEL_OWNER_APPLICATION_GV, labels.application_gv.clone()),
-        (
-            LABEL_OWNER_APPLICATION_KIND,
-            labels.application_kind.clone(),
-        ),
-        (
-            LABEL_OWNER_APPLICATION_NAMESPACE,
-            labels.application_namespace.clone(),
-        ),
-        (
-            LABEL_OWNER_APPLICATION_NAME,
-            labels.application_name.clone(),
-        ),
-        (LABEL_IP_VERSION, labels.ip_version.clone()),
-        (LABEL_INTERFACE, labels.interface.clone()),
-    ])
-}
-
-fn all_labels(labels: &AutoPoolLabels, cidr_label: String) -> BTreeMap<String, String> {
-    let mut all: BTreeMap<String, String> = lookup_labels(labels)
-        .into_iter()
-        .map(|(key, value)| (key.to_string(), value))
-        .collect();
-    all.insert(
-        LABEL_OWNER_APPLICATION_UID.to_string(),
-        labels.application_uid.clone(),
-    );
-    all.insert(LABEL_IPPOOL_RECLAIM.to_string(), labels.reclaim.clone());
-    all.insert(LABEL_IPPOOL_CIDR.to_string(), cidr_label);
-    all
-}
-
-fn affinity(app: &AppRef) -> LabelSelector {
-    let values = AutoPoolAffinity::new(app);
-    LabelSelector {
-        match_labels: Some(BTreeMap::from([
-            (AUTO_POOL_APP_API_GROUP.to_string(), values.api_group),
-            (AUTO_POOL_APP_API_VERSION.to_string(), values.api_version),
-            (AUTO_POOL_APP_KIND.to_string(), values.kind),
-            (AUTO_POOL_APP_NAMESPACE.to_string(), values.namespace),
-            (AUTO_POOL_APP_NAME.to_string(), values.name),
-        ])),
-        match_expressions: None,
-    }
-}
-
-/// Upstream's choice among the pools carrying the lookup labels: skip reclaimable pools of a
-/// previous workload with the same name (they are being deleted) and terminating pools.
-fn choose<'a>(
-    pools: impl IntoIterator<Item = &'a SpiderIPPool>,
-    uid: &str,
-) -> Option<&'a SpiderIPPool> {
-    pools.into_iter().find(|pool| {
-        pool.metadata.deletion_timestamp.is_none()
-            && !(objects::is_reclaimable(pool)
-                && objects::label(pool, LABEL_OWNER_APPLICATION_UID) != Some(uid))
-    })
-}
-
-fn matches_labels(pool: &SpiderIPPool, wanted: &BTreeMap<&'static str, String>) -> bool {
-    wanted
-        .iter()
-        .all(|(key, value)| objects::label(pool, key) == Some(value.as_str()))
-}
-
-/// Whether the pool's metadata and addresses already say what the plan says.
-fn pool_up_to_date(
-    pool: &SpiderIPPool,
-    labels: &AutoPoolLabels,
-    annotation: &str,
-    ips: &IpSet,
-) -> bool {
-    objects::label(pool, LABEL_OWNER_APPLICATION_UID) == Some(labels.application_uid.as_str())
-        && objects::label(pool, LABEL_IPPOOL_RECLAIM) == Some(labels.reclaim.as_str())
-        && pool
-            .annotations()
-            .get(ANNO_IPPOOL_IP_NUMBER)
-            .is_some_and(|value| value == annotation)
-        && objects::pool_ips(pool).as_ref() == Some(ips)
 }
 
 /// The pool (if any) and record in the caches already match the request.
@@ -643,20 +547,7 @@ async fn write_pool(
             })?;
         }
         Some(pool) if !pool_up_to_date(pool, &entry.labels, &annotation, &entry.plan.ips) => {
-            let mut metadata = json!({
-                "labels": {
-                    LABEL_OWNER_APPLICATION_UID: entry.labels.application_uid,
-                    LABEL_IPPOOL_RECLAIM: entry.labels.reclaim,
-                },
-                "annotations": { ANNO_IPPOOL_IP_NUMBER: annotation },
-            });
-            // Only from the ledger and spec the plan saw: an address a pod took meanwhile is
-            // never dropped, and a write of an older plan never lands last.
-            metadata["resourceVersion"] = json!(pool.resource_version());
-            let patch = json!({
-                "metadata": metadata,
-                "spec": {"ips": entry.plan.ips.to_range_strings()},
-            });
+            let patch = pool_update_patch(pool, &entry.labels, &annotation, &entry.plan.ips);
             let params = PatchParams {
                 field_manager: Some(FIELD_MANAGER.to_string()),
                 ..PatchParams::default()
@@ -679,142 +570,4 @@ async fn write_pool(
         Some(_) => {}
     }
     Ok(())
-}
-
-fn new_pool(
-    name: &str,
-    subnet: &SpiderSubnet,
-    app: &AppRef,
-    labels: &AutoPoolLabels,
-    annotation: &str,
-    plan: &PreAllocation,
-    subnet_cidr: &str,
-) -> SpiderIPPool {
-    let owner = OwnerReference {
-        api_version: API_VERSION.to_string(),
-        kind: SpiderSubnet::kind(&()).to_string(),
-        name: objects::subnet_name(subnet),
-        uid: subnet.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
-    SpiderIPPool {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            labels: Some(all_labels(labels, cidr_label_value(subnet_cidr))),
-            annotations: Some(BTreeMap::from([(
-                ANNO_IPPOOL_IP_NUMBER.to_string(),
-                annotation.to_string(),
-            )])),
-            owner_references: Some(vec![owner]),
-            finalizers: Some(vec![FINALIZER.to_string()]),
-            ..ObjectMeta::default()
-        },
-        spec: IPPoolSpec {
-            ip_version: Some(i64::from(plan.ips.version().number())),
-            subnet: subnet.spec.subnet.clone(),
-            ips: Some(plan.ips.to_range_strings()),
-            gateway: subnet.spec.gateway.clone(),
-            routes: subnet.spec.routes.clone(),
-            pod_affinity: Some(affinity(app)),
-            ..IPPoolSpec::default()
-        },
-        status: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use spiderpool_ipam::ip::IpVersion;
-
-    fn pool(name: &str, uid: &str, reclaim: bool, terminating: bool) -> SpiderIPPool {
-        let mut pool = SpiderIPPool::new(name, IPPoolSpec::default());
-        pool.metadata.labels = Some(BTreeMap::from([
-            (LABEL_OWNER_APPLICATION_UID.to_string(), uid.to_string()),
-            (LABEL_IPPOOL_RECLAIM.to_string(), reclaim.to_string()),
-        ]));
-        if terminating {
-            pool.metadata.deletion_timestamp =
-                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-                ));
-        }
-        pool
-    }
-
-    #[test]
-    fn a_kept_pool_of_a_predecessor_is_reused_but_a_reclaimable_one_is_not() {
-        let reclaimable = pool("auto4-web-eth0-aaaaa", "old", true, false);
-        let kept = pool("auto4-web-eth0-bbbbb", "older", false, false);
-        let pools = [reclaimable, kept];
-        let chosen = choose(&pools, "new").map(objects::pool_name);
-        assert_eq!(chosen.as_deref(), Some("auto4-web-eth0-bbbbb"));
-        let own = pool("auto4-web-eth0-ccccc", "new", true, false);
-        assert_eq!(
-            choose(std::slice::from_ref(&own), "new")
-                .map(objects::pool_name)
-                .as_deref(),
-            Some("auto4-web-eth0-ccccc")
-        );
-        let terminating = pool("auto4-web-eth0-ddddd", "new", true, true);
-        assert!(choose(std::slice::from_ref(&terminating), "new").is_none());
-    }
-
-    #[test]
-    fn new_pools_carry_upstreams_identity() {
-        let mut subnet = SpiderSubnet::new(
-            "subnet-v4",
-            spiderpool_api::SubnetSpec {
-                subnet: "172.16.0.0/16".into(),
-                gateway: Some("172.16.0.1".into()),
-                ..Default::default()
-            },
-        );
-        subnet.metadata.uid = Some("subnet-uid".into());
-        let app =
-            AppRef::from_api_version("apps/v1", "Deployment", "default", "deployment1", "a-b-c");
-        let labels = AutoPoolLabels::new("subnet-v4", &app, "eth0", IpVersion::V4, true);
-        let plan = PreAllocation {
-            ips: IpSet::from_ranges(IpVersion::V4, &["172.16.41.1"]).unwrap(),
-            controlled: Default::default(),
-            subnet_changed: true,
-            change: PoolChange::Created,
-            released: IpSet::new(IpVersion::V4),
-        };
-        let pool = new_pool(
-            "auto4-deployment1-eth0-c",
-            &subnet,
-            &app,
-            &labels,
-            "1",
-            &plan,
-            "172.16.0.0/16",
-        );
-        let value = serde_json::to_value(&pool).unwrap();
-        assert_eq!(
-            value["metadata"]["labels"][LABEL_OWNER_APPLICATION_GV],
-            "apps_v1"
-        );
-        assert_eq!(value["metadata"]["labels"][LABEL_IP_VERSION], "IPv4");
-        assert_eq!(value["metadata"]["labels"][LABEL_IPPOOL_RECLAIM], "true");
-        assert_eq!(
-            value["metadata"]["labels"][LABEL_IPPOOL_CIDR],
-            "172-16-0-0-16"
-        );
-        assert_eq!(value["metadata"]["labels"].as_object().unwrap().len(), 10);
-        assert_eq!(value["metadata"]["annotations"][ANNO_IPPOOL_IP_NUMBER], "1");
-        assert_eq!(
-            value["metadata"]["ownerReferences"][0]["kind"],
-            "SpiderSubnet"
-        );
-        assert_eq!(value["metadata"]["ownerReferences"][0]["controller"], true);
-        assert_eq!(value["spec"]["ips"], json!(["172.16.41.1"]));
-        assert_eq!(value["spec"]["gateway"], "172.16.0.1");
-        assert_eq!(
-            value["spec"]["podAffinity"]["matchLabels"][AUTO_POOL_APP_API_GROUP],
-            "apps"
-        );
-        assert_eq!(value["spec"]["ipVersion"], 4);
-    }
 }

@@ -8,7 +8,8 @@
 //! 3. rebuilds `status.controlledIPPools` ([`rebuild_controlled`]) and writes it with the counts
 //!    by compare-and-swap;
 //! 4. when the subnet is deleted: turns the deletion into a foreground one (so the API server
-//!    deletes the controlled pools first) and releases the finalizer once no pool is recorded.
+//!    deletes the controlled pools first) and releases the finalizer once no pool is recorded; a
+//!    subnet that controls no pool is released at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -513,10 +514,23 @@ async fn reconcile_inner(cached: &SpiderSubnet, context: &Context) -> Result<Act
 
     // 4. Deletion.
     if work.terminating {
-        if !latest
-            .finalizers()
-            .iter()
-            .any(|finalizer| finalizer == FOREGROUND_DELETION)
+        // A subnet that controls no pool has nothing to cascade: it goes at once instead of
+        // waiting for the garbage collector of kube-controller-manager to clear a foreground
+        // deletion (which stalls for up to its resync period whenever a CRD is added).
+        let subnet_uid = latest.uid();
+        let controls_pools = !work.next.0.is_empty()
+            || context.cache.pools.state().iter().any(|pool| {
+                objects::owner_subnet(pool) == Some(name.as_str())
+                    || pool
+                        .owner_references()
+                        .iter()
+                        .any(|owner| Some(&owner.uid) == subnet_uid.as_ref())
+            });
+        if controls_pools
+            && !latest
+                .finalizers()
+                .iter()
+                .any(|finalizer| finalizer == FOREGROUND_DELETION)
         {
             match subnets.delete(&name, &DeleteParams::foreground()).await {
                 Ok(_) => {}

@@ -13,19 +13,19 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use spiderpool_api::SpiderIPPool;
-use spiderpool_api::constants::{
-    LABEL_INTERFACE, LABEL_IP_VERSION, LABEL_OWNER_APPLICATION_GV, LABEL_OWNER_APPLICATION_KIND,
-    LABEL_OWNER_APPLICATION_NAME, LABEL_OWNER_APPLICATION_NAMESPACE, LABEL_OWNER_APPLICATION_UID,
-    LABEL_OWNER_SPIDER_SUBNET,
-};
+use spiderpool_api::constants::LABEL_OWNER_APPLICATION_UID;
 
+use super::autopool::{AutoPoolTarget, label_selector, lookup_labels};
 use super::cas::{CasStats, Step};
 use super::combine::{LedgerOp, allocated_address, release_op};
 use super::context::{pod_context, pool_query};
 use super::endpoint::new_endpoint;
-use super::objects::{detail_from_api, detail_to_api, pod_liveness, pool_view};
+use super::objects::{
+    detail_from_api, detail_to_api, pod_liveness, pool_family, pool_name, pool_view,
+};
 use super::{Store, StoreError};
 use crate::annotations::{ANNO_POD_ROUTES, is_multiple_nic_without_names, parse_pod_routes};
+use crate::autopool::AutoPoolLabels;
 use crate::config::IpamConfig;
 use crate::ip::IpVersion;
 use crate::ledger::{AllocateError, IpAndUid, LedgerError, PoolIpAllocation, PoolIpAllocations};
@@ -450,83 +450,125 @@ impl Store {
         }
     }
 
-    /// `findAppAutoPool` for built-in controllers: waits (bounded by the settings and the
-    /// deadline) until the controller-manager has created the auto pool of each family.
+    /// The auto pool of each family: reconciled by this call for a third-party controller
+    /// (`applyThirdControllerAutoPool`), otherwise found among the pools the controller-manager
+    /// creates (`findAppAutoPool`).
     async fn resolve_auto_pools(
         &self,
         auto: &AutoPoolRequest,
         request: &AddRequest<'_>,
     ) -> Result<(Vec<SpiderIPPool>, Candidates), StoreError> {
-        let controller = &auto.controller;
-        if controller.is_third_party() {
-            return Err(StoreError::AutoPool(format!(
-                "auto-created IPPools of third-party controller {}/{}/{} are not supported by this plugin yet: name the pools with 'ipam.spidernet.io/ippool' instead",
-                controller.kind, controller.namespace, controller.name
-            )));
-        }
-        let group_version = if controller.group.is_empty() {
-            controller.version.clone()
-        } else {
-            format!("{}_{}", controller.group, controller.version)
-        };
-        let mut found: Vec<SpiderIPPool> = Vec::new();
-        let mut names: [Option<String>; 2] = [None, None];
         let families = [
-            (IpVersion::V4, auto.ipv4_subnet.as_ref()),
-            (IpVersion::V6, auto.ipv6_subnet.as_ref()),
+            (IpVersion::V4, auto.ipv4_subnet.as_deref()),
+            (IpVersion::V6, auto.ipv6_subnet.as_deref()),
         ];
-        for (index, (version, subnet)) in families.into_iter().enumerate() {
-            let Some(subnet) = subnet else { continue };
-            let labels: BTreeMap<String, String> = [
-                (LABEL_OWNER_SPIDER_SUBNET, subnet.clone()),
-                (LABEL_OWNER_APPLICATION_GV, group_version.clone()),
-                (LABEL_OWNER_APPLICATION_KIND, controller.kind.clone()),
-                (
-                    LABEL_OWNER_APPLICATION_NAMESPACE,
-                    controller.namespace.clone(),
-                ),
-                (LABEL_OWNER_APPLICATION_NAME, controller.name.clone()),
-                (LABEL_OWNER_APPLICATION_UID, controller.uid.clone()),
-                (LABEL_IP_VERSION, version.label_value().to_string()),
-                (LABEL_INTERFACE, auto.nic.clone()),
-            ]
+        let pools = if auto.controller.is_third_party() {
+            self.reconcile_third_party_pools(auto, families, request)
+                .await?
+        } else {
+            let mut pools = Vec::new();
+            for (version, subnet) in families {
+                if let Some(subnet) = subnet {
+                    pools.push(
+                        self.find_app_auto_pool(auto, subnet, version, request)
+                            .await?,
+                    );
+                }
+            }
+            pools
+        };
+        let name_of = |version: IpVersion| {
+            pools
+                .iter()
+                .find(|pool| pool_family(pool) == Some(version))
+                .map(pool_name)
+        };
+        let candidates = auto.candidates(
+            name_of(IpVersion::V4).as_deref(),
+            name_of(IpVersion::V6).as_deref(),
+        );
+        Ok((pools, candidates))
+    }
+
+    /// Both families at once, as upstream does; the count is absolute (`ippool-ip-number` is
+    /// required for third-party controllers).
+    async fn reconcile_third_party_pools(
+        &self,
+        auto: &AutoPoolRequest,
+        families: [(IpVersion, Option<&str>); 2],
+        request: &AddRequest<'_>,
+    ) -> Result<Vec<SpiderIPPool>, StoreError> {
+        let desired = auto.desired_ip_number(0)?;
+        let attempts =
+            u32::try_from(request.settings.wait_subnet_pool_max_retries.max(1)).unwrap_or(u32::MAX);
+        let reconcile = |(version, subnet)| async move {
+            let Some(subnet) = subnet else {
+                return Ok(None);
+            };
+            let target = AutoPoolTarget {
+                subnet,
+                app: &auto.controller,
+                nic: &auto.nic,
+                version,
+                desired,
+                reclaim: auto.reclaim,
+            };
+            self.reconcile_auto_pool(&target, attempts, request.deadline)
+                .await
+                .map(Some)
+        };
+        let (v4, v6) = tokio::join!(reconcile(families[0]), reconcile(families[1]));
+        Ok([v4?, v6?].into_iter().flatten().collect())
+    }
+
+    /// `findAppAutoPool` for built-in controllers: waits (bounded by the settings and the
+    /// deadline) until the controller-manager has created the auto pool of the family.
+    async fn find_app_auto_pool(
+        &self,
+        auto: &AutoPoolRequest,
+        subnet: &str,
+        version: IpVersion,
+        request: &AddRequest<'_>,
+    ) -> Result<SpiderIPPool, StoreError> {
+        let controller = &auto.controller;
+        let identity = AutoPoolLabels::new(subnet, controller, &auto.nic, version, auto.reclaim);
+        let mut labels: BTreeMap<String, String> = lookup_labels(&identity)
             .into_iter()
             .map(|(key, value)| (key.to_string(), value))
             .collect();
-            let wait = Duration::from_secs(
-                u64::try_from(request.settings.wait_subnet_pool_time_in_second.max(0)).unwrap_or(2),
-            );
-            let mut attempts = request.settings.wait_subnet_pool_max_retries.max(1);
-            loop {
-                let pools = self.pools_with_labels(&labels).await?;
-                match pools.len() {
-                    1 => {
-                        let pool = pools.into_iter().next().ok_or_else(|| {
-                            StoreError::Invalid("auto pool vanished from the list".into())
-                        })?;
-                        names[index] = pool.metadata.name.clone();
-                        found.push(pool);
-                        break;
-                    }
-                    0 => {}
-                    count => {
-                        return Err(StoreError::AutoPool(format!(
-                            "found {count} auto-created IPv{version} IPPools for {}/{}/{} interface {}, expected one",
-                            controller.kind, controller.namespace, controller.name, auto.nic
-                        )));
-                    }
-                }
-                attempts -= 1;
-                if attempts <= 0 || Instant::now() + wait >= request.deadline {
-                    return Err(StoreError::AutoPool(format!(
-                        "no matching auto-created IPPool candidate with matchLables '{labels:?}'"
-                    )));
-                }
-                tokio::time::sleep(wait).await;
+        labels.insert(
+            LABEL_OWNER_APPLICATION_UID.to_string(),
+            controller.uid.clone(),
+        );
+        let wait = Duration::from_secs(
+            u64::try_from(request.settings.wait_subnet_pool_time_in_second.max(0)).unwrap_or(2),
+        );
+        let mut attempts = request.settings.wait_subnet_pool_max_retries.max(1);
+        loop {
+            let mut pools = self.pools_with_labels(&labels).await?;
+            if pools.len() > 1 {
+                return Err(StoreError::AutoPool(format!(
+                    "found {} auto-created IPv{} IPPools for {}/{}/{} interface {}, expected one",
+                    pools.len(),
+                    version.number(),
+                    controller.kind,
+                    controller.namespace,
+                    controller.name,
+                    auto.nic
+                )));
             }
+            if let Some(pool) = pools.pop() {
+                return Ok(pool);
+            }
+            attempts -= 1;
+            if attempts <= 0 || Instant::now() + wait >= request.deadline {
+                return Err(StoreError::AutoPool(format!(
+                    "no matching auto-created IPPool candidate with matchLables '{}'",
+                    label_selector(&labels)
+                )));
+            }
+            tokio::time::sleep(wait).await;
         }
-        let candidates = auto.candidates(names[0].as_deref(), names[1].as_deref());
-        Ok((found, candidates))
     }
 
     /// Tries the pools of one candidate in order; the first that yields an address wins.

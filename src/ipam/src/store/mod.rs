@@ -15,17 +15,20 @@
 //! Nothing is cached between calls (every CNI call is a new process), and nothing is serialised
 //! through a lease.
 //!
-//! The API access the plugin needs (its RBAC): `get` pods, namespaces, nodes, replicasets, jobs,
-//! statefulsets; `get`, `list` spiderippools and `patch` spiderippools/status; `list`
-//! spiderreservedips; `get`, `create`, `update`, `patch`, `delete` spiderendpoints.
+//! The API access the plugin needs (its RBAC, `config/rbac/cni.yaml`): `get` pods, namespaces,
+//! nodes, replicasets, jobs, statefulsets; `get`, `list`, `create`, `patch` spiderippools and
+//! `patch` spiderippools/status; `list` spiderreservedips; `get`, `create`, `update`, `patch`,
+//! `delete` spiderendpoints; for third-party controllers' auto pools ([`autopool`]) `get`
+//! spidersubnets and `patch` spidersubnets/status.
 
 mod allocate;
+pub mod autopool;
 pub mod cas;
 pub mod combine;
 mod context;
 mod endpoint;
 pub mod lock;
-mod objects;
+pub mod objects;
 mod release;
 
 use std::path::Path;

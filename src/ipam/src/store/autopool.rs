@@ -1,0 +1,604 @@
+//! Auto-created IPPools (§4.3, §4.4) as API objects: the builders shared with the
+//! controller-manager's application controller, the one writer of `SpiderSubnet.status`, and the
+//! single-request reconcile the CNI plugin runs for pods of third-party controllers (§4.5
+//! `applyThirdControllerAutoPool`: nobody else creates their pools).
+//!
+//! The reconcile is the application controller's algorithm for one request: read the subnet,
+//! find the workload's pool, plan with [`plan_pre_allocation`], write the subnet's
+//! `status.controlledIPPools` with compare-and-swap, then create the pool or update it
+//! conditioned on the resourceVersion whose spec and ledger the plan saw. A conflict at either
+//! write (another node's plugin, the controller-manager) re-reads and plans again.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use spiderpool_api::constants::{
+    ANNO_IPPOOL_IP_NUMBER, API_VERSION, AUTO_POOL_APP_API_GROUP, AUTO_POOL_APP_API_VERSION,
+    AUTO_POOL_APP_KIND, AUTO_POOL_APP_NAME, AUTO_POOL_APP_NAMESPACE, FINALIZER, LABEL_INTERFACE,
+    LABEL_IP_VERSION, LABEL_IPPOOL_CIDR, LABEL_IPPOOL_RECLAIM, LABEL_OWNER_APPLICATION_GV,
+    LABEL_OWNER_APPLICATION_KIND, LABEL_OWNER_APPLICATION_NAME, LABEL_OWNER_APPLICATION_NAMESPACE,
+    LABEL_OWNER_APPLICATION_UID, LABEL_OWNER_SPIDER_SUBNET, cidr_label_value,
+};
+use spiderpool_api::{IPPoolSpec, SpiderIPPool, SpiderSubnet};
+
+use super::objects::{
+    canonical_cidr, controlled_pools, is_already_exists, is_conflict, is_reclaimable, label,
+    pool_allocated_set, pool_family, pool_ips, pool_name, reserved_set, subnet_family, subnet_ips,
+    subnet_name,
+};
+use super::{Store, StoreError, api_error, list_cached};
+use crate::autopool::{
+    AutoPoolAffinity, AutoPoolLabels, PoolSnapshot, PreAllocation, PreAllocationInput,
+    application_key, auto_pool_name, plan_pre_allocation, subnet_counts,
+};
+use crate::ip::IpVersion;
+use crate::ledger::ControlledIpPools;
+use crate::pod::AppRef;
+use crate::range::IpSet;
+
+/// Field manager of the objects the plugin writes.
+const FIELD_MANAGER: &str = "spiderpool-ipam";
+
+/// The labels that find a workload's pool (all of §2.5 but the UID and reclaim flag).
+pub fn lookup_labels(labels: &AutoPoolLabels) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        (
+            LABEL_OWNER_SPIDER_SUBNET,
+            labels.owner_spider_subnet.clone(),
+        ),
+        (LABEL_OWNER_APPLICATION_GV, labels.application_gv.clone()),
+        (
+            LABEL_OWNER_APPLICATION_KIND,
+            labels.application_kind.clone(),
+        ),
+        (
+            LABEL_OWNER_APPLICATION_NAMESPACE,
+            labels.application_namespace.clone(),
+        ),
+        (
+            LABEL_OWNER_APPLICATION_NAME,
+            labels.application_name.clone(),
+        ),
+        (LABEL_IP_VERSION, labels.ip_version.clone()),
+        (LABEL_INTERFACE, labels.interface.clone()),
+    ])
+}
+
+/// `key=value,...` of a label map.
+pub fn label_selector<K: AsRef<str>>(labels: &BTreeMap<K, String>) -> String {
+    labels
+        .iter()
+        .map(|(key, value)| format!("{}={value}", key.as_ref()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Every label of a new auto pool.
+pub fn all_labels(labels: &AutoPoolLabels, cidr_label: String) -> BTreeMap<String, String> {
+    let mut all: BTreeMap<String, String> = lookup_labels(labels)
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect();
+    all.insert(
+        LABEL_OWNER_APPLICATION_UID.to_string(),
+        labels.application_uid.clone(),
+    );
+    all.insert(LABEL_IPPOOL_RECLAIM.to_string(), labels.reclaim.clone());
+    all.insert(LABEL_IPPOOL_CIDR.to_string(), cidr_label);
+    all
+}
+
+/// The pod affinity of an auto pool: the application's pods only.
+pub fn affinity(app: &AppRef) -> LabelSelector {
+    let values = AutoPoolAffinity::new(app);
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([
+            (AUTO_POOL_APP_API_GROUP.to_string(), values.api_group),
+            (AUTO_POOL_APP_API_VERSION.to_string(), values.api_version),
+            (AUTO_POOL_APP_KIND.to_string(), values.kind),
+            (AUTO_POOL_APP_NAMESPACE.to_string(), values.namespace),
+            (AUTO_POOL_APP_NAME.to_string(), values.name),
+        ])),
+        match_expressions: None,
+    }
+}
+
+/// Upstream's choice among the pools carrying the lookup labels: skip reclaimable pools of a
+/// previous workload with the same name (they are being deleted) and terminating pools.
+pub fn choose<'a>(
+    pools: impl IntoIterator<Item = &'a SpiderIPPool>,
+    uid: &str,
+) -> Option<&'a SpiderIPPool> {
+    pools.into_iter().find(|pool| {
+        pool.metadata.deletion_timestamp.is_none()
+            && !(is_reclaimable(pool) && label(pool, LABEL_OWNER_APPLICATION_UID) != Some(uid))
+    })
+}
+
+pub fn matches_labels(pool: &SpiderIPPool, wanted: &BTreeMap<&'static str, String>) -> bool {
+    wanted
+        .iter()
+        .all(|(key, value)| label(pool, key) == Some(value.as_str()))
+}
+
+/// Whether the pool's metadata and addresses already say what the plan says.
+pub fn pool_up_to_date(
+    pool: &SpiderIPPool,
+    labels: &AutoPoolLabels,
+    annotation: &str,
+    ips: &IpSet,
+) -> bool {
+    label(pool, LABEL_OWNER_APPLICATION_UID) == Some(labels.application_uid.as_str())
+        && label(pool, LABEL_IPPOOL_RECLAIM) == Some(labels.reclaim.as_str())
+        && pool
+            .annotations()
+            .get(ANNO_IPPOOL_IP_NUMBER)
+            .is_some_and(|value| value == annotation)
+        && pool_ips(pool).as_ref() == Some(ips)
+}
+
+/// A new auto pool (§4.3): controlled by its subnet, with its finalizer, identity labels, the
+/// subnet's gateway and routes, and the application's pods as its only tenants.
+pub fn new_pool(
+    name: &str,
+    subnet: &SpiderSubnet,
+    app: &AppRef,
+    labels: &AutoPoolLabels,
+    annotation: &str,
+    plan: &PreAllocation,
+    subnet_cidr: &str,
+) -> SpiderIPPool {
+    let owner = OwnerReference {
+        api_version: API_VERSION.to_string(),
+        kind: SpiderSubnet::kind(&()).to_string(),
+        name: subnet_name(subnet),
+        uid: subnet.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    SpiderIPPool {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(all_labels(labels, cidr_label_value(subnet_cidr))),
+            annotations: Some(BTreeMap::from([(
+                ANNO_IPPOOL_IP_NUMBER.to_string(),
+                annotation.to_string(),
+            )])),
+            owner_references: Some(vec![owner]),
+            finalizers: Some(vec![FINALIZER.to_string()]),
+            ..ObjectMeta::default()
+        },
+        spec: IPPoolSpec {
+            ip_version: Some(i64::from(plan.ips.version().number())),
+            subnet: subnet.spec.subnet.clone(),
+            ips: Some(plan.ips.to_range_strings()),
+            gateway: subnet.spec.gateway.clone(),
+            routes: subnet.spec.routes.clone(),
+            pod_affinity: Some(affinity(app)),
+            ..IPPoolSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// The JSON merge patch that brings an existing auto pool to the plan: exactly the fields the
+/// reconciler owns (`spec.ips`, the UID and reclaim labels, the IP-number annotation),
+/// conditioned on the resourceVersion the plan read: an address a pod took meanwhile is never
+/// dropped, and a write of an older plan never lands last.
+pub fn pool_update_patch(
+    pool: &SpiderIPPool,
+    labels: &AutoPoolLabels,
+    annotation: &str,
+    ips: &IpSet,
+) -> Value {
+    json!({
+        "metadata": {
+            "resourceVersion": pool.resource_version(),
+            "labels": {
+                LABEL_OWNER_APPLICATION_UID: labels.application_uid,
+                LABEL_IPPOOL_RECLAIM: labels.reclaim,
+            },
+            "annotations": { ANNO_IPPOOL_IP_NUMBER: annotation },
+        },
+        "spec": {"ips": ips.to_range_strings()},
+    })
+}
+
+/// The one writer of `SpiderSubnet.status`: `controlledIPPools` (absent when empty, as upstream
+/// writes nil), `totalIPCount` and `allocatedIPCount`, as a JSON merge patch of the status
+/// subresource conditioned on `read`'s resourceVersion (a compare-and-swap: `409 Conflict` means
+/// someone else wrote first; callers re-read and plan again).
+pub async fn write_subnet_status(
+    api: &Api<SpiderSubnet>,
+    read: &SpiderSubnet,
+    controlled: &ControlledIpPools,
+    total: i64,
+    allocated: i64,
+) -> Result<SpiderSubnet, kube::Error> {
+    let patch = json!({
+        "metadata": {"resourceVersion": read.resource_version()},
+        "status": {
+            "controlledIPPools": controlled.encode(),
+            "totalIPCount": total,
+            "allocatedIPCount": allocated,
+        },
+    });
+    api.patch_status(
+        &read.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+}
+
+/// One auto pool of a third-party controller's pods.
+#[derive(Debug, Clone)]
+pub struct AutoPoolTarget<'a> {
+    pub subnet: &'a str,
+    pub app: &'a AppRef,
+    pub nic: &'a str,
+    pub version: IpVersion,
+    /// The pool size (`ipam.spidernet.io/ippool-ip-number`, absolute for third-party kinds).
+    pub desired: i64,
+    pub reclaim: bool,
+}
+
+impl AutoPoolTarget<'_> {
+    fn labels(&self) -> AutoPoolLabels {
+        AutoPoolLabels::new(self.subnet, self.app, self.nic, self.version, self.reclaim)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "the IPv{} auto-created IPPool of {}/{}/{} interface {} from SpiderSubnet {}",
+            self.version.number(),
+            self.app.kind,
+            self.app.namespace,
+            self.app.name,
+            self.nic,
+            self.subnet
+        )
+    }
+}
+
+impl Store {
+    /// `applyThirdControllerAutoPool`: makes the pool of `target` exist with `desired`
+    /// addresses and returns it. Conflicts with other writers (another node's plugin, the
+    /// controller-manager) are re-planned up to `attempts` times, within `deadline`.
+    pub async fn reconcile_auto_pool(
+        &self,
+        target: &AutoPoolTarget<'_>,
+        attempts: u32,
+        deadline: Instant,
+    ) -> Result<SpiderIPPool, StoreError> {
+        for attempt in 1..=attempts.max(1) {
+            if let Some(pool) = self.reconcile_auto_pool_once(target).await? {
+                return Ok(pool);
+            }
+            let pause = Duration::from_millis(rand::random_range(10..=50u64) * u64::from(attempt));
+            if Instant::now() + pause >= deadline {
+                return Err(StoreError::Deadline {
+                    what: target.describe(),
+                });
+            }
+            log::debug!(
+                "{} changed under us (attempt {attempt}); planning again",
+                target.describe()
+            );
+            tokio::time::sleep(pause).await;
+        }
+        Err(StoreError::AutoPool(format!(
+            "exhaust all retries ({attempts} times) to reconcile {}: the SpiderSubnet or the IPPool kept changing",
+            target.describe()
+        )))
+    }
+
+    /// One round; `None` when a write met a concurrent change.
+    async fn reconcile_auto_pool_once(
+        &self,
+        target: &AutoPoolTarget<'_>,
+    ) -> Result<Option<SpiderIPPool>, StoreError> {
+        let subnets: Api<SpiderSubnet> = Api::all(self.client.clone());
+        let pools = self.pools();
+        let subnet = subnets
+            .get_opt(target.subnet)
+            .await
+            .map_err(|error| api_error(format!("get SpiderSubnet {}", target.subnet), error))?
+            .ok_or_else(|| {
+                StoreError::AutoPool(format!(
+                    "SpiderSubnet {} of {} does not exist",
+                    target.subnet,
+                    target.describe()
+                ))
+            })?;
+        if subnet.metadata.deletion_timestamp.is_some() {
+            return Err(StoreError::AutoPool(format!(
+                "SpiderSubnet '{}' is terminating, we can't reconcile the auto-created IPPool of {}/{}/{}",
+                target.subnet, target.app.kind, target.app.namespace, target.app.name
+            )));
+        }
+        let (Some(version), Some(subnet_ips), Some(subnet_cidr)) = (
+            subnet_family(&subnet),
+            subnet_ips(&subnet),
+            canonical_cidr(&subnet.spec.subnet),
+        ) else {
+            return Err(StoreError::Invalid(format!(
+                "SpiderSubnet {} has an invalid spec (subnet {:?})",
+                target.subnet, subnet.spec.subnet
+            )));
+        };
+        if version != target.version {
+            return Err(StoreError::AutoPool(format!(
+                "SpiderSubnet {} is an IPv{} subnet, but it is named for IPv{} in the pod's subnet annotation",
+                target.subnet,
+                version.number(),
+                target.version.number()
+            )));
+        }
+        let controlled = controlled_pools(&subnet)?;
+        let labels = target.labels();
+        let wanted = lookup_labels(&labels);
+        let selector = label_selector(&wanted);
+        let existing = pools
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|error| {
+                api_error(format!("list SpiderIPPools with labels {selector}"), error)
+            })?
+            .items;
+        let existing = choose(existing.iter(), &target.app.uid).cloned();
+        let name = existing.as_ref().map(pool_name).unwrap_or_else(|| {
+            auto_pool_name(&target.app.name, version, target.nic, &target.app.uid)
+        });
+        if let Some(pool) = &existing
+            && canonical_cidr(&pool.spec.subnet).as_deref() != Some(subnet_cidr.as_str())
+        {
+            return Err(StoreError::AutoPool(format!(
+                "the subnet of {}/{}/{} changed to SpiderSubnet {} ({}), but its IPPool {name} is of subnet {}: changing the subnet of an existing application is not supported",
+                target.app.kind,
+                target.app.namespace,
+                target.app.name,
+                target.subnet,
+                subnet.spec.subnet,
+                pool.spec.subnet
+            )));
+        }
+
+        // Addresses other pools of the CIDR hold or have allocated are never handed out anew.
+        let all_pools = list_cached(&pools, &ListParams::default(), "list SpiderIPPools").await?;
+        let mut held_elsewhere = IpSet::new(version);
+        for other in &all_pools {
+            if pool_name(other) == name
+                || pool_family(other) != Some(version)
+                || canonical_cidr(&other.spec.subnet).as_deref() != Some(subnet_cidr.as_str())
+            {
+                continue;
+            }
+            if let Some(ips) = pool_ips(other) {
+                held_elsewhere = held_elsewhere.union(&ips);
+            }
+            held_elsewhere = held_elsewhere.union(&pool_allocated_set(other, version));
+        }
+        let reserved = reserved_set(&self.pool_writer().reserved().await?, version);
+        let snapshot = existing.as_ref().map(|pool| PoolSnapshot {
+            ips: pool_ips(pool).unwrap_or_else(|| IpSet::new(version)),
+            allocated: pool_allocated_set(pool, version),
+        });
+        let plan = plan_pre_allocation(&PreAllocationInput {
+            subnet: target.subnet,
+            pool: &name,
+            application: Some(application_key(target.app)),
+            desired: target.desired,
+            subnet_ips: &subnet_ips,
+            controlled: &controlled,
+            reserved: &reserved,
+            held_elsewhere: &held_elsewhere,
+            existing: snapshot.as_ref(),
+        })
+        .map_err(|error| StoreError::AutoPool(format!("{}: {error}", target.describe())))?;
+
+        // The subnet record first: the IPPool webhook admits an auto pool only with the
+        // addresses its subnet records for it.
+        if plan.controlled != controlled {
+            let (total, allocated) = subnet_counts(&subnet_ips, &plan.controlled)
+                .map_err(|error| StoreError::AutoPool(error.to_string()))?;
+            match write_subnet_status(&subnets, &subnet, &plan.controlled, total, allocated).await {
+                Ok(_) => {}
+                Err(error) if is_conflict(&error) => return Ok(None),
+                Err(error) => {
+                    return Err(api_error(
+                        format!("update the status of SpiderSubnet {}", target.subnet),
+                        error,
+                    ));
+                }
+            }
+        }
+
+        // For a third-party controller the count is absolute: the annotation says "N".
+        let annotation = target.desired.to_string();
+        match existing {
+            None => {
+                let pool = new_pool(
+                    &name,
+                    &subnet,
+                    target.app,
+                    &labels,
+                    &annotation,
+                    &plan,
+                    &subnet_cidr,
+                );
+                let params = PostParams {
+                    field_manager: Some(FIELD_MANAGER.to_string()),
+                    ..PostParams::default()
+                };
+                match pools.create(&params, &pool).await {
+                    Ok(created) => Ok(Some(created)),
+                    Err(error) if is_already_exists(&error) => Ok(None),
+                    Err(error) => Err(api_error(format!("create SpiderIPPool {name}"), error)),
+                }
+            }
+            Some(pool) if !pool_up_to_date(&pool, &labels, &annotation, &plan.ips) => {
+                let patch = pool_update_patch(&pool, &labels, &annotation, &plan.ips);
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_string()),
+                    ..PatchParams::default()
+                };
+                match pools.patch(&name, &params, &Patch::Merge(&patch)).await {
+                    Ok(updated) => Ok(Some(updated)),
+                    Err(error) if is_conflict(&error) => Ok(None),
+                    Err(error) => Err(api_error(format!("update SpiderIPPool {name}"), error)),
+                }
+            }
+            Some(pool) => Ok(Some(pool)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> AppRef {
+        AppRef {
+            group: "apps.kruise.io".into(),
+            version: "v1alpha1".into(),
+            kind: "CloneSet".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "2d6a1f3e-5b7c-4d9e-8f10-9a2b3c4d5e6f".into(),
+        }
+    }
+
+    fn pool(name: &str, uid: &str, reclaim: bool, terminating: bool) -> SpiderIPPool {
+        let mut pool = SpiderIPPool::new(name, IPPoolSpec::default());
+        pool.metadata.labels = Some(BTreeMap::from([
+            (LABEL_OWNER_APPLICATION_UID.to_string(), uid.to_string()),
+            (LABEL_IPPOOL_RECLAIM.to_string(), reclaim.to_string()),
+        ]));
+        if terminating {
+            pool.metadata.deletion_timestamp = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+            );
+        }
+        pool
+    }
+
+    #[test]
+    fn a_kept_pool_of_a_predecessor_is_reused_but_a_reclaimable_one_is_not() {
+        let reclaimable = pool("a", "old", true, false);
+        let kept = pool("b", "old", false, false);
+        let terminating = pool("c", "new", true, true);
+        let own = pool("d", "new", true, false);
+        let pools = [reclaimable, kept, terminating, own];
+        assert_eq!(
+            choose(pools.iter(), "new").map(pool_name).as_deref(),
+            Some("b")
+        );
+        assert_eq!(choose(pools[..1].iter(), "new"), None);
+        assert_eq!(
+            choose(pools[2..].iter(), "new").map(pool_name).as_deref(),
+            Some("d")
+        );
+    }
+
+    #[test]
+    fn third_party_pools_carry_upstreams_identity() {
+        let app = app();
+        let labels = AutoPoolLabels::new("subnet-a", &app, "eth0", IpVersion::V4, true);
+        let lookup = lookup_labels(&labels);
+        assert_eq!(
+            lookup[LABEL_OWNER_APPLICATION_GV],
+            "apps.kruise.io_v1alpha1"
+        );
+        assert_eq!(lookup[LABEL_OWNER_APPLICATION_KIND], "CloneSet");
+        assert_eq!(lookup[LABEL_IP_VERSION], "IPv4");
+        assert!(!lookup.contains_key(LABEL_OWNER_APPLICATION_UID));
+        assert_eq!(
+            label_selector(&BTreeMap::from([
+                ("a", "1".to_string()),
+                ("b", "2".to_string())
+            ])),
+            "a=1,b=2"
+        );
+        let matched = affinity(&app).match_labels.unwrap_or_default();
+        assert_eq!(matched[AUTO_POOL_APP_API_GROUP], "apps.kruise.io");
+        assert_eq!(matched[AUTO_POOL_APP_API_VERSION], "v1alpha1");
+        assert_eq!(matched[AUTO_POOL_APP_KIND], "CloneSet");
+    }
+
+    #[test]
+    fn the_update_patch_is_conditioned_on_the_version_read() {
+        let mut existing = pool("auto4-web-eth0-9a2b3", "old", false, false);
+        existing.metadata.resource_version = Some("42".into());
+        let app = app();
+        let labels = AutoPoolLabels::new("subnet-a", &app, "eth0", IpVersion::V4, true);
+        let ips = IpSet::from_ranges(IpVersion::V4, &["10.0.0.1-10.0.0.3".to_string()])
+            .unwrap_or_else(|_| IpSet::new(IpVersion::V4));
+        let patch = pool_update_patch(&existing, &labels, "3", &ips);
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        assert_eq!(
+            patch["metadata"]["labels"][LABEL_OWNER_APPLICATION_UID],
+            app.uid
+        );
+        assert_eq!(patch["metadata"]["labels"][LABEL_IPPOOL_RECLAIM], "true");
+        assert_eq!(patch["metadata"]["annotations"][ANNO_IPPOOL_IP_NUMBER], "3");
+        assert_eq!(patch["spec"]["ips"], json!(["10.0.0.1-10.0.0.3"]));
+        assert!(!pool_up_to_date(&existing, &labels, "3", &ips));
+    }
+    #[test]
+    fn new_pools_carry_upstreams_identity() {
+        let mut subnet = SpiderSubnet::new(
+            "subnet-v4",
+            spiderpool_api::SubnetSpec {
+                subnet: "172.16.0.0/16".into(),
+                gateway: Some("172.16.0.1".into()),
+                ..Default::default()
+            },
+        );
+        subnet.metadata.uid = Some("subnet-uid".into());
+        let app =
+            AppRef::from_api_version("apps/v1", "Deployment", "default", "deployment1", "a-b-c");
+        let labels = AutoPoolLabels::new("subnet-v4", &app, "eth0", IpVersion::V4, true);
+        let plan = PreAllocation {
+            ips: IpSet::from_ranges(IpVersion::V4, &["172.16.41.1"]).unwrap(),
+            controlled: Default::default(),
+            subnet_changed: true,
+            change: crate::autopool::PoolChange::Created,
+            released: IpSet::new(IpVersion::V4),
+        };
+        let pool = new_pool(
+            "auto4-deployment1-eth0-c",
+            &subnet,
+            &app,
+            &labels,
+            "1",
+            &plan,
+            "172.16.0.0/16",
+        );
+        let value = serde_json::to_value(&pool).unwrap();
+        let labels = &value["metadata"]["labels"];
+        assert_eq!(labels[LABEL_OWNER_APPLICATION_GV], "apps_v1");
+        assert_eq!(labels[LABEL_IP_VERSION], "IPv4");
+        assert_eq!(labels[LABEL_IPPOOL_RECLAIM], "true");
+        assert_eq!(labels[LABEL_IPPOOL_CIDR], "172-16-0-0-16");
+        assert_eq!(labels.as_object().map(|labels| labels.len()), Some(10));
+        assert_eq!(value["metadata"]["annotations"][ANNO_IPPOOL_IP_NUMBER], "1");
+        assert_eq!(
+            value["metadata"]["ownerReferences"][0]["kind"],
+            "SpiderSubnet"
+        );
+        assert_eq!(value["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(value["metadata"]["finalizers"][0], FINALIZER);
+        assert_eq!(value["spec"]["ips"], json!(["172.16.41.1"]));
+        assert_eq!(value["spec"]["gateway"], "172.16.0.1");
+        assert_eq!(
+            value["spec"]["podAffinity"]["matchLabels"][AUTO_POOL_APP_API_GROUP],
+            "apps"
+        );
+        assert_eq!(value["spec"]["ipVersion"], 4);
+    }
+}
