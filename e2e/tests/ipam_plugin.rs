@@ -3,19 +3,20 @@
 //! results, pool ledgers and SpiderEndpoints: every pool source and its precedence, invalid
 //! annotations, multi-NIC, partial failure without leaks, exhaustion, idempotent ADD, DEL,
 //! affinity filters, excluded and reserved addresses, dual stack, StatefulSet and Deployment pods
-//! re-created under the same name, and 200 concurrent ADDs on one pool.
+//! re-created under the same name, 200 concurrent ADDs on one pool, and an ADD waiting for a full
+//! auto pool to grow.
 
 mod ipam_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use spiderpool_api::SpiderReservedIP;
+use spiderpool_api::{SpiderIPPool, SpiderReservedIP};
 use spiderpool_e2e::{TestNamespace, client, unique_name, wait_for};
 
 use ipam_support::*;
@@ -1145,5 +1146,127 @@ async fn concurrent_adds_from_several_nodes_resolve_conflicts() -> anyhow::Resul
     for node in &nodes {
         node.delete(&fixture.client).await?;
     }
+    fixture.finish().await
+}
+
+/// §4.5: a pod of a built-in controller whose auto pool is still full (the controller-manager has
+/// not scaled it up for the new replica yet) waits for the pool to grow instead of failing; when
+/// it never grows, the ADD fails with the exhaustion error once the configured wait is over.
+#[tokio::test]
+async fn a_full_auto_pool_is_waited_for_until_it_grows() -> anyhow::Result<()> {
+    let mut fixture = Fixture::with_node(
+        "ipam-grow",
+        &[],
+        "waitSubnetPoolMaxRetries: 3\nwaitSubnetPoolTimeInSecond: 2",
+    )
+    .await?;
+    let namespace = fixture.namespace.name.clone();
+    let subnet = unique_name("grow-subnet");
+    // Three replicas of a ReplicaSet (kube-controller-manager creates the pods); no
+    // controller-manager runs in this suite: the test plays it and makes the auto pool.
+    let replicasets: Api<ReplicaSet> = Api::namespaced(fixture.client.clone(), &namespace);
+    let replicaset: ReplicaSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": "web"},
+                    "annotations": {"ipam.spidernet.io/subnet": format!(r#"{{"ipv4":["{subnet}"]}}"#)},
+                },
+                "spec": {
+                    "nodeName": fixture.node.name,
+                    "automountServiceAccountToken": false,
+                    "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+                },
+            },
+        },
+    }))?;
+    let uid = replicasets
+        .create(&PostParams::default(), &replicaset)
+        .await?
+        .uid()
+        .unwrap_or_default();
+    let third = octet();
+    // The auto pool as the controller-manager makes it for one replica.
+    let pool = fixture.pool("auto4-web", v4_pool(third, "10")).await?;
+    let labels = json!({"metadata": {"labels": {
+        "ipam.spidernet.io/owner-spider-subnet": subnet,
+        "ipam.spidernet.io/owner-application-gv": "apps_v1",
+        "ipam.spidernet.io/owner-application-kind": "ReplicaSet",
+        "ipam.spidernet.io/owner-application-namespace": namespace,
+        "ipam.spidernet.io/owner-application-name": "web",
+        "ipam.spidernet.io/owner-application-uid": uid,
+        "ipam.spidernet.io/interface": "eth0",
+        "ipam.spidernet.io/ip-version": "IPv4",
+    }}});
+    let pools: Api<SpiderIPPool> = Api::all(fixture.client.clone());
+    pools
+        .patch(&pool, &PatchParams::default(), &Patch::Merge(&labels))
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(fixture.client.clone(), &namespace);
+    let refs = wait_for("3 replicas", Duration::from_secs(60), || async {
+        let replicas = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await?
+            .items;
+        Ok((replicas.len() == 3).then(|| replicas.iter().map(PodRef::of).collect::<Vec<_>>()))
+    })
+    .await?;
+
+    let first = fixture.add(&refs[0], "eth0").await?;
+    assert_eq!(
+        first.addresses()?,
+        vec![format!("10.{third}.0.10/24")],
+        "{}",
+        fixture.log()
+    );
+
+    // The second replica's ADD waits while the pool is full ...
+    let conf = fixture.conf(json!({}));
+    let second_pod = refs[1].clone();
+    let second = tokio::spawn(async move { cni("ADD", &second_pod, "eth0", &conf).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !second.is_finished(),
+        "the ADD did not wait for the pool to grow"
+    );
+    // ... and gets the address the scale-up adds.
+    pools
+        .patch(
+            &pool,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ips": [format!("10.{third}.0.10-10.{third}.0.11")]}})),
+        )
+        .await?;
+    let second = second.await??;
+    assert_eq!(
+        second.addresses()?,
+        vec![format!("10.{third}.0.11/24")],
+        "{}",
+        fixture.log()
+    );
+    assert!(
+        fixture
+            .log()
+            .contains("waiting for the controller-manager to scale it up")
+    );
+
+    // A pool that never grows: the exhaustion error after the configured wait (3 x 2 s).
+    let third_add = fixture.add(&refs[2], "eth0").await?;
+    let (code, message) = third_add.error()?;
+    assert!(
+        message.contains(&pool) && message.contains("all IP addresses used out"),
+        "{code}: {message}"
+    );
+    assert!(
+        third_add.elapsed >= Duration::from_secs(4),
+        "{:?}",
+        third_add.elapsed
+    );
+    assert_eq!(fixture.records(&pool).await?.len(), 2);
     fixture.finish().await
 }

@@ -46,6 +46,27 @@ use crate::settings::ClusterSettings;
 /// How long a failed ADD may keep trying to give back what it took.
 const ROLLBACK_BUDGET: Duration = Duration::from_secs(10);
 
+/// How often a full auto pool is read again while waiting for it to grow.
+const AUTO_POOL_GROWTH_POLL: Duration = Duration::from_millis(500);
+
+/// Until when a full auto pool of a built-in controller is waited for: upstream's
+/// `waitSubnetPoolMaxRetries` x `waitSubnetPoolTimeInSecond`, leaving a quarter of the call's
+/// time for the other NICs and a rollback.
+fn auto_pool_growth_deadline(request: &AddRequest<'_>) -> Instant {
+    let now = Instant::now();
+    let settings = request.settings;
+    let seconds = settings
+        .wait_subnet_pool_max_retries
+        .max(0)
+        .saturating_mul(settings.wait_subnet_pool_time_in_second.max(0));
+    let configured = now + Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+    let budget = request
+        .deadline
+        .saturating_duration_since(now)
+        .mul_f64(0.75);
+    configured.min(now + budget)
+}
+
 /// One CNI ADD.
 #[derive(Debug, Clone, Copy)]
 pub struct AddRequest<'a> {
@@ -302,10 +323,16 @@ impl Store {
         let mut taken: Vec<Taken> = Vec::new();
         let mut results: Vec<AllocationResult> = Vec::new();
         let mut failure: Option<StoreError> = None;
+        // The auto pool of a built-in controller may not have grown yet for a pod of a scale-up:
+        // like upstream's `findAppAutoPool`, wait for the controller-manager instead of failing
+        // (a third-party controller's pool was just sized by this call: no one will grow it).
+        let grow_until = (source == CandidateSource::SubnetAutoPool
+            && !inputs.context.top_controller.is_third_party())
+        .then(|| auto_pool_growth_deadline(request));
         'nics: for nic in &candidates.nics {
             for candidate in &nic.candidates {
                 match self
-                    .allocate_candidate(&inputs, &owner, &nic.nic, candidate, request)
+                    .allocate_candidate(&inputs, &owner, &nic.nic, candidate, grow_until, request)
                     .await
                 {
                     Ok((view, held, candidate_stats)) => {
@@ -571,39 +598,55 @@ impl Store {
         }
     }
 
-    /// Tries the pools of one candidate in order; the first that yields an address wins.
+    /// Tries the pools of one candidate in order; the first that yields an address wins. With
+    /// `grow_until`, an exhausted pool is read again until then (an auto pool being scaled up).
     async fn allocate_candidate(
         &self,
         inputs: &Inputs,
         owner: &PoolIpAllocation,
         nic: &str,
         candidate: &PoolCandidate,
+        grow_until: Option<Instant>,
         request: &AddRequest<'_>,
     ) -> Result<(PoolView, Taken, CasStats), StoreError> {
         let max = request.settings.ip_pool_max_allocated_ips;
         let writer = self.pool_writer();
         let mut stats = CasStats::default();
         let mut errors: Vec<String> = Vec::new();
-        for pool in &candidate.pools {
-            let op = LedgerOp::Allocate {
-                owner: owner.clone(),
-            };
-            let (outcome, pool_stats) = writer
-                .apply(pool, op, max, inputs.pool(pool).cloned(), request.deadline)
-                .await?;
-            stats.add(pool_stats);
-            if let Some(error) = outcome.allocate_error(pool) {
+        'pools: for pool in &candidate.pools {
+            let mut known = inputs.pool(pool).cloned();
+            let outcome = loop {
+                let op = LedgerOp::Allocate {
+                    owner: owner.clone(),
+                };
+                let (outcome, pool_stats) = writer
+                    .apply(pool, op, max, known.take(), request.deadline)
+                    .await?;
+                stats.add(pool_stats);
+                let Some(error) = outcome.allocate_error(pool) else {
+                    break outcome;
+                };
                 match error {
+                    StoreError::Allocate(AllocateError::Exhausted { .. })
+                        if grow_until.is_some_and(|until| {
+                            Instant::now() + AUTO_POOL_GROWTH_POLL < until
+                        }) =>
+                    {
+                        log::info!(
+                            "auto-created IPPool {pool} has no free IP yet: waiting for the controller-manager to scale it up"
+                        );
+                        tokio::time::sleep(AUTO_POOL_GROWTH_POLL).await;
+                    }
                     StoreError::Allocate(
                         error @ (AllocateError::Exhausted { .. }
                         | AllocateError::ThresholdExceeded { .. }),
                     ) => {
                         errors.push(error.to_string());
-                        continue;
+                        continue 'pools;
                     }
                     other => return Err(other),
                 }
-            }
+            };
             let view = match inputs.pool(pool) {
                 Some(current) => pool_view(current),
                 None => pool_view(&self.pools().get(pool).await.map_err(|error| {
