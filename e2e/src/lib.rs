@@ -237,7 +237,9 @@ fn start_controller_manager(args: &[&str]) -> anyhow::Result<ControllerManager> 
         .args((!args.iter().any(|arg| arg.contains("webhook"))).then_some("--enable-webhook=false"))
         .env(
             "SPIDERPOOL_LOG_LEVEL",
-            "info,spiderpool_controller_manager=debug",
+            // SPIDERPOOL_E2E_MANAGER_LOG overrides, e.g. `debug,kube_client=trace` for requests.
+            std::env::var("SPIDERPOOL_E2E_MANAGER_LOG")
+                .unwrap_or_else(|_| "info,spiderpool_controller_manager=debug".into()),
         )
         .stdout(std::process::Stdio::null())
         .stderr(log);

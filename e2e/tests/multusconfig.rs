@@ -1,7 +1,8 @@
 //! SpiderMultusConfig → NetworkAttachmentDefinition through the real API server, with the
 //! controller-manager running as a process: every cniType renders the golden upstream JSON,
 //! edits are followed, a deleted NAD comes back, unowned NADs are adopted, a NAD owned by
-//! another SMC is never overwritten, and deleting the SMC garbage-collects the NAD.
+//! another SMC is never overwritten, deleting the SMC garbage-collects the NAD, and a NAD in its
+//! desired state is left alone (no rewrite, no reconcile loop).
 
 use std::time::{Duration, Instant};
 
@@ -347,5 +348,53 @@ async fn an_smc_that_cannot_render_gets_a_warning_event_and_no_nad() -> anyhow::
     );
     let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(client.clone(), &ns);
     assert!(nads.get_opt("broken").await?.is_none());
+    namespace.delete().await
+}
+
+/// A NAD already in its desired state is not written again: its resourceVersion stays put (a
+/// rewrite per reconcile would trigger the next reconcile through the owned-NAD watch, a hot loop
+/// per SMC). Checked with and without annotations, and after an edit of the SMC.
+#[tokio::test]
+async fn a_nad_in_its_desired_state_is_not_rewritten() -> anyhow::Result<()> {
+    let (client, namespace) = setup("smc-steady").await?;
+    let ns = namespace.name.clone();
+    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(client.clone(), &ns);
+    let plain = json!({"metadata": {"name": "plain"},
+        "spec": {"cniType": "macvlan", "macvlan": {"master": ["ens192"], "vlanID": 100}}});
+    let sriov = json!({"metadata": {"name": "sriov"},
+        "spec": {"cniType": "sriov", "sriov": {"resourceName": "spidernet.io/sriov_netdevice"}}});
+    for spec in [plain, sriov] {
+        let name = spec["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        create_smc(&client, &ns, spec).await?;
+        wait_nad(&client, &ns, &name, |_| true).await?;
+    }
+    // An edit: one more write, then quiet again.
+    let smcs: Api<SpiderMultusConfig> = Api::namespaced(client.clone(), &ns);
+    smcs.patch(
+        "plain",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"macvlan": {"vlanID": 200}}})),
+    )
+    .await?;
+    wait_nad(&client, &ns, "plain", |nad| {
+        config(nad).is_some_and(|config| config.contains(r#""vlanID":200"#))
+    })
+    .await?;
+    // Let the reconciles triggered by the NADs' own creation and update run.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before: Vec<String> =
+        futures::future::try_join_all(["plain", "sriov"].map(|name| nads.get(name)))
+            .await?
+            .iter()
+            .map(|nad| nad.resource_version().unwrap_or_default())
+            .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (name, version) in ["plain", "sriov"].into_iter().zip(before) {
+        let now = nads.get(name).await?.resource_version().unwrap_or_default();
+        assert_eq!(now, version, "net-attach-def {name} was rewritten");
+    }
     namespace.delete().await
 }

@@ -209,10 +209,14 @@ async fn reconcile_inner(smc: &SpiderMultusConfig, context: &Context) -> Result<
         "metadata": {
             "name": rendered.name,
             "namespace": namespace,
-            "annotations": rendered.annotations,
             "ownerReferences": [owner],
         },
     });
+    // Never an empty map: the API server stores none, so every apply of `annotations: {}` would
+    // be a change (a write, a watch event, another reconcile: a hot loop per SMC).
+    if !rendered.annotations.is_empty() {
+        desired["metadata"]["annotations"] = json!(rendered.annotations);
+    }
     if let Some(config) = &rendered.config {
         desired["spec"] = json!({ "config": config });
     }

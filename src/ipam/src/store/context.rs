@@ -278,11 +278,7 @@ impl Store {
         &self,
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<SpiderIPPool>, StoreError> {
-        let selector = labels
-            .iter()
-            .map(|(key, value)| format!("{key}={value}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let selector = super::autopool::label_selector(labels);
         super::list_cached(
             &self.pools(),
             &ListParams::default().labels(&selector),
