@@ -174,8 +174,10 @@ pub(crate) fn api_error(what: impl Into<String>, error: kube::Error) -> StoreErr
 
 /// A LIST served from the API server's cache (`resourceVersion=0`): a consistent LIST waits for
 /// the cache to catch up with etcd, tens of milliseconds per call, which reservations and pool
-/// specs read for selection are not worth. A cache that is not ready yet (a fresh API server
-/// answers "storage is (re)initializing") falls back to a consistent LIST.
+/// specs read for selection are not worth. A cache that is not ready answers `429` ("storage is
+/// (re)initializing", right after an API server (re)start or a CRD's creation) or a `5xx`: then a
+/// consistent LIST is tried, and the pair is retried a few times with a short backoff (at most
+/// [`LIST_RETRY_BUDGET`] in all) before the error goes back to the runtime as "try again later".
 pub(crate) async fn list_cached<K>(
     api: &Api<K>,
     params: &kube::api::ListParams,
@@ -184,16 +186,29 @@ pub(crate) async fn list_cached<K>(
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.list(&params.clone().match_any()).await {
-        Ok(list) => Ok(list.items),
-        Err(kube::Error::Api(status)) if status.code == 429 || status.code >= 500 => api
-            .list(params)
-            .await
-            .map(|list| list.items)
-            .map_err(|error| api_error(what, error)),
-        Err(error) => Err(api_error(what, error)),
+    let not_ready = |error: &kube::Error| matches!(error, kube::Error::Api(status) if status.code == 429 || status.code >= 500);
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let error = match api.list(&params.clone().match_any()).await {
+            Ok(list) => return Ok(list.items),
+            Err(error) if not_ready(&error) => match api.list(params).await {
+                Ok(list) => return Ok(list.items),
+                Err(error) => error,
+            },
+            Err(error) => error,
+        };
+        if !not_ready(&error) || started.elapsed() + pause > LIST_RETRY_BUDGET {
+            return Err(api_error(what, error));
+        }
+        log::info!("{what}: the API server is not ready ({error}); retrying in {pause:?}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
+
+/// How long [`list_cached`] keeps retrying a LIST the API server is not ready to serve.
+pub(crate) const LIST_RETRY_BUDGET: Duration = Duration::from_secs(3);
 
 /// Options of a [`Store`].
 #[derive(Debug, Clone, Default)]
@@ -288,5 +303,69 @@ impl Store {
             lock_dir: self.options.lock_dir.clone(),
             backoff: self.options.backoff,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ListParams;
+    use kube::client::Body;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const NOT_READY: &str = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"storage is (re)initializing","reason":"TooManyRequests","code":429}"#;
+    const EMPTY: &str = r#"{"kind":"SpiderReservedIPList","apiVersion":"spiderpool.spidernet.io/v2beta1","metadata":{"resourceVersion":"7"},"items":[]}"#;
+
+    /// A client whose API server answers "not ready" to the first `not_ready` requests.
+    fn client(not_ready: usize) -> (Client, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let service = tower::service_fn(move |_request: http::Request<Body>| {
+            let call = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let (status, body) = if call < not_ready {
+                    (429, NOT_READY)
+                } else {
+                    (200, EMPTY)
+                };
+                http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.as_bytes().to_vec()))
+            }
+        });
+        (Client::new(service, "default"), calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_list_the_api_server_is_not_ready_for_is_retried() {
+        let (client, calls) = client(3);
+        let api: Api<SpiderReservedIP> = Api::all(client);
+        let listed = list_cached(&api, &ListParams::default(), "list SpiderReservedIPs").await;
+        assert!(matches!(listed.as_deref(), Ok([])), "{listed:?}");
+        // cached LIST, consistent LIST (both 429), cached LIST (429), consistent LIST (200)
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_list_that_never_gets_ready_is_a_transient_error_within_the_budget() {
+        let (client, calls) = client(usize::MAX);
+        let api: Api<SpiderReservedIP> = Api::all(client);
+        let started = tokio::time::Instant::now();
+        let listed = list_cached(&api, &ListParams::default(), "list SpiderReservedIPs").await;
+        let Err(error) = listed else {
+            panic!("listed {listed:?}");
+        };
+        assert!(error.is_transient(), "{error}");
+        assert!(
+            error.to_string().contains("storage is (re)initializing"),
+            "{error}"
+        );
+        assert!(
+            started.elapsed() <= LIST_RETRY_BUDGET,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(calls.load(Ordering::SeqCst) >= 6, "{calls:?}");
     }
 }
