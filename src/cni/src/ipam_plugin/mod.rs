@@ -71,8 +71,8 @@ impl Default for NodeSettings {
             lock_dir: DEFAULT_LOCK_DIR.to_string(),
             cni_timeout_seconds: DEFAULT_CALL_TIMEOUT.as_secs(),
             cas_max_attempts: backoff.max_attempts,
-            cas_backoff_initial_millis: u64::try_from(backoff.initial.as_millis()).unwrap_or(5),
-            cas_backoff_cap_millis: u64::try_from(backoff.cap.as_millis()).unwrap_or(500),
+            cas_backoff_initial_millis: u64::try_from(backoff.initial.as_millis()).unwrap_or(50),
+            cas_backoff_cap_millis: u64::try_from(backoff.cap.as_millis()).unwrap_or(1000),
         }
     }
 }
