@@ -1193,7 +1193,10 @@ async fn a_full_auto_pool_is_waited_for_until_it_grows() -> anyhow::Result<()> {
     let third = octet();
     // The auto pool as the controller-manager makes it for one replica.
     let pool = fixture.pool("auto4-web", v4_pool(third, "10")).await?;
-    let labels = json!({"metadata": {"labels": {
+    // Sized by replicas ("+N"): it grows with a scale-up, so a full pool is waited for.
+    let labels = json!({"metadata": {
+        "annotations": {"ipam.spidernet.io/ippool-ip-number": "+0"},
+        "labels": {
         "ipam.spidernet.io/owner-spider-subnet": subnet,
         "ipam.spidernet.io/owner-application-gv": "apps_v1",
         "ipam.spidernet.io/owner-application-kind": "ReplicaSet",
@@ -1255,7 +1258,7 @@ async fn a_full_auto_pool_is_waited_for_until_it_grows() -> anyhow::Result<()> {
             .contains("waiting for the controller-manager to scale it up")
     );
 
-    // A pool that never grows: the exhaustion error after the configured wait (3 x 2 s).
+    // A pool that never grows: the exhaustion error after the configured wait (3 x 2 s) ...
     let third_add = fixture.add(&refs[2], "eth0").await?;
     let (code, message) = third_add.error()?;
     assert!(
@@ -1266,6 +1269,27 @@ async fn a_full_auto_pool_is_waited_for_until_it_grows() -> anyhow::Result<()> {
         third_add.elapsed >= Duration::from_secs(4),
         "{:?}",
         third_add.elapsed
+    );
+    // ... and a pool of a fixed size ("N") is not waited for: no scale-up will grow it.
+    pools
+        .patch(
+            &pool,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"ipam.spidernet.io/ippool-ip-number": "2"}}}),
+            ),
+        )
+        .await?;
+    let fixed_add = fixture.add(&refs[2], "eth0").await?;
+    let (code, message) = fixed_add.error()?;
+    assert!(
+        message.contains("all IP addresses used out"),
+        "{code}: {message}"
+    );
+    assert!(
+        fixed_add.elapsed < Duration::from_secs(2),
+        "{:?}",
+        fixed_add.elapsed
     );
     assert_eq!(fixture.records(&pool).await?.len(), 2);
     fixture.finish().await

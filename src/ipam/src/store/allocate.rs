@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use spiderpool_api::SpiderIPPool;
-use spiderpool_api::constants::LABEL_OWNER_APPLICATION_UID;
+use spiderpool_api::constants::{ANNO_IPPOOL_IP_NUMBER, LABEL_OWNER_APPLICATION_UID};
 
 use super::autopool::{AutoPoolTarget, label_selector, lookup_labels};
 use super::cas::{CasStats, Step};
@@ -65,6 +65,15 @@ fn auto_pool_growth_deadline(request: &AddRequest<'_>) -> Instant {
         .saturating_duration_since(now)
         .mul_f64(0.75);
     configured.min(now + budget)
+}
+
+/// Whether an auto pool's size follows its workload's replicas (`ippool-ip-number: "+N"`).
+fn follows_replicas(pool: &SpiderIPPool) -> bool {
+    pool.metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(ANNO_IPPOOL_IP_NUMBER))
+        .is_some_and(|value| value.trim_start().starts_with('+'))
 }
 
 /// One CNI ADD.
@@ -615,6 +624,8 @@ impl Store {
         let mut errors: Vec<String> = Vec::new();
         'pools: for pool in &candidate.pools {
             let mut known = inputs.pool(pool).cloned();
+            // Only a pool sized by replicas (`+N`) grows with a scale-up; a fixed `N` never will.
+            let mut grows: Option<bool> = known.as_ref().map(follows_replicas);
             let outcome = loop {
                 let op = LedgerOp::Allocate {
                     owner: owner.clone(),
@@ -626,17 +637,29 @@ impl Store {
                 let Some(error) = outcome.allocate_error(pool) else {
                     break outcome;
                 };
-                match error {
-                    StoreError::Allocate(AllocateError::Exhausted { .. })
-                        if grow_until.is_some_and(|until| {
-                            Instant::now() + AUTO_POOL_GROWTH_POLL < until
-                        }) =>
-                    {
+                let may_wait =
+                    matches!(error, StoreError::Allocate(AllocateError::Exhausted { .. }))
+                        && grow_until
+                            .is_some_and(|until| Instant::now() + AUTO_POOL_GROWTH_POLL < until);
+                if may_wait {
+                    let grows = match grows {
+                        Some(grows) => grows,
+                        None => {
+                            let current = self.pools().get(pool).await.map_err(|error| {
+                                super::api_error(format!("get SpiderIPPool {pool}"), error)
+                            })?;
+                            *grows.insert(follows_replicas(&current))
+                        }
+                    };
+                    if grows {
                         log::info!(
                             "auto-created IPPool {pool} has no free IP yet: waiting for the controller-manager to scale it up"
                         );
                         tokio::time::sleep(AUTO_POOL_GROWTH_POLL).await;
+                        continue;
                     }
+                }
+                match error {
                     StoreError::Allocate(
                         error @ (AllocateError::Exhausted { .. }
                         | AllocateError::ThresholdExceeded { .. }),
