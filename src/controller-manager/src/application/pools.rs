@@ -28,7 +28,7 @@ use spiderpool_ipam::pod::AppRef;
 use spiderpool_ipam::range::IpSet;
 use spiderpool_ipam::store::autopool::{
     choose, lookup_labels, matches_labels, new_pool, pool_up_to_date, pool_update_patch,
-    write_subnet_status,
+    settled_ips, write_subnet_status,
 };
 use spiderpool_ipam::store::reserved_set;
 use tokio::sync::oneshot;
@@ -69,19 +69,10 @@ fn fast_path(context: &Context, app: &AppRef, request: &PoolRequest) -> Option<P
         .filter(|pool| matches_labels(pool, &wanted))
         .collect::<Vec<_>>();
     let pool = choose(candidates.iter().map(AsRef::as_ref), &app.uid)?;
-    let name = objects::pool_name(pool);
-    let ips = objects::pool_ips(pool)?;
-    let controlled = objects::controlled_pools(&subnet).ok()?;
-    let record = controlled.0.get(&name)?;
-    let recorded = IpSet::from_ranges(ips.version(), &record.ips).ok()?;
-    let up_to_date = u128::try_from(request.desired).ok() == Some(ips.count())
-        && recorded == ips
-        && record.application.as_deref() == Some(application_key(app).as_str())
-        && canonical_cidr(&pool.spec.subnet) == canonical_cidr(&subnet.spec.subnet)
-        && objects::pool_allocated_set(pool, ips.version()).is_subset_of(&ips)
-        && pool_up_to_date(pool, &labels, &request.ip_number.annotation_value(), &ips);
-    up_to_date.then(|| PoolOutcome {
-        pool: name,
+    let annotation = request.ip_number.annotation_value();
+    let ips = settled_ips(pool, &subnet, app, &labels, &annotation, request.desired)?;
+    Some(PoolOutcome {
+        pool: objects::pool_name(pool),
         change: PoolChange::Unchanged,
         size: ips.count(),
     })

@@ -7,15 +7,14 @@
 //! conflicts exhausted, API error) the records this call created are released again, so a failed
 //! ADD leaves nothing behind, and a retried ADD starts from a clean ledger.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use spiderpool_api::SpiderIPPool;
-use spiderpool_api::constants::{ANNO_IPPOOL_IP_NUMBER, LABEL_OWNER_APPLICATION_UID};
+use spiderpool_api::constants::ANNO_IPPOOL_IP_NUMBER;
 
-use super::autopool::{AutoPoolTarget, label_selector, lookup_labels};
+use super::autopool::{AutoPoolTarget, instance_labels, label_selector};
 use super::cas::{CasStats, Step};
 use super::combine::{LedgerOp, allocated_address, release_op};
 use super::context::{pod_context, pool_query};
@@ -179,8 +178,8 @@ impl Store {
                 status.current.ips.iter().map(detail_from_api).collect();
             let same_uid = status.current.uid == uid;
             if statefulset && !details.is_empty() {
-                let gathered = self.gather(&pod, top_controller.clone(), request).await?;
-                let candidates = self.candidates(&gathered, request).await?;
+                let mut gathered = self.gather(&pod, top_controller.clone(), request).await?;
+                let candidates = self.candidates(&mut gathered, request).await?;
                 if statefulset_pools_changed(&details, &candidates, request.nic) {
                     // §5.2 step 4, simplified: the whole old allocation goes and the pod is
                     // allocated afresh from its current candidates.
@@ -300,11 +299,11 @@ impl Store {
             "pod, controller and endpoint read after {:?}",
             started.elapsed()
         );
-        let inputs = match inputs {
+        let mut inputs = match inputs {
             Some(inputs) => inputs,
             None => self.gather(&pod, top_controller.clone(), request).await?,
         };
-        let mut candidates = self.candidates(&inputs, request).await?;
+        let mut candidates = self.candidates(&mut inputs, request).await?;
         let source = candidates.source;
         // NICs the endpoint (same UID) already holds are not allocated again.
         if let Some(existing) = &endpoint {
@@ -466,24 +465,30 @@ impl Store {
     }
 
     /// The filtered, ordered candidates (§5.3, §5.4), resolving auto pools in SpiderSubnet mode.
+    /// The auto pools join `inputs`, so allocation uses them without reading them again.
     async fn candidates(
         &self,
-        inputs: &Inputs,
+        inputs: &mut Inputs,
         request: &AddRequest<'_>,
     ) -> Result<Candidates, StoreError> {
-        let context = selection_context(inputs, request);
-        match select_candidates(&context)? {
-            CandidatePlan::Pools(candidates) => Ok(candidates),
-            CandidatePlan::AutoPool(auto) => {
-                let (pools, candidates) = self.resolve_auto_pools(&auto, request).await?;
-                let views: Vec<PoolView> = pools.iter().map(pool_view).collect();
-                let context = SelectionContext {
-                    pools: &views,
-                    ..context
-                };
-                Ok(filter_candidates(&context, candidates)?)
-            }
+        let auto = match select_candidates(&selection_context(inputs, request))? {
+            CandidatePlan::Pools(candidates) => return Ok(candidates),
+            CandidatePlan::AutoPool(auto) => auto,
+        };
+        let (pools, candidates) = self.resolve_auto_pools(&auto, request).await?;
+        for pool in pools {
+            let view = pool_view(&pool);
+            inputs
+                .pools
+                .retain(|known| known.metadata.name != pool.metadata.name);
+            inputs.views.retain(|known| known.name != view.name);
+            inputs.pools.push(pool);
+            inputs.views.push(view);
         }
+        Ok(filter_candidates(
+            &selection_context(inputs, request),
+            candidates,
+        )?)
     }
 
     /// The auto pool of each family: reconciled by this call for a third-party controller
@@ -567,15 +572,13 @@ impl Store {
         request: &AddRequest<'_>,
     ) -> Result<SpiderIPPool, StoreError> {
         let controller = &auto.controller;
-        let identity = AutoPoolLabels::new(subnet, controller, &auto.nic, version, auto.reclaim);
-        let mut labels: BTreeMap<String, String> = lookup_labels(&identity)
-            .into_iter()
-            .map(|(key, value)| (key.to_string(), value))
-            .collect();
-        labels.insert(
-            LABEL_OWNER_APPLICATION_UID.to_string(),
-            controller.uid.clone(),
-        );
+        let labels = instance_labels(&AutoPoolLabels::new(
+            subnet,
+            controller,
+            &auto.nic,
+            version,
+            auto.reclaim,
+        ));
         let wait = Duration::from_secs(
             u64::try_from(request.settings.wait_subnet_pool_time_in_second.max(0)).unwrap_or(2),
         );
@@ -625,7 +628,7 @@ impl Store {
         'pools: for pool in &candidate.pools {
             let mut known = inputs.pool(pool).cloned();
             // Only a pool sized by replicas (`+N`) grows with a scale-up; a fixed `N` never will.
-            let mut grows: Option<bool> = known.as_ref().map(follows_replicas);
+            let grow_until = grow_until.filter(|_| known.as_ref().is_some_and(follows_replicas));
             let outcome = loop {
                 let op = LedgerOp::Allocate {
                     owner: owner.clone(),
@@ -637,27 +640,15 @@ impl Store {
                 let Some(error) = outcome.allocate_error(pool) else {
                     break outcome;
                 };
-                let may_wait =
-                    matches!(error, StoreError::Allocate(AllocateError::Exhausted { .. }))
-                        && grow_until
-                            .is_some_and(|until| Instant::now() + AUTO_POOL_GROWTH_POLL < until);
-                if may_wait {
-                    let grows = match grows {
-                        Some(grows) => grows,
-                        None => {
-                            let current = self.pools().get(pool).await.map_err(|error| {
-                                super::api_error(format!("get SpiderIPPool {pool}"), error)
-                            })?;
-                            *grows.insert(follows_replicas(&current))
-                        }
-                    };
-                    if grows {
-                        log::info!(
-                            "auto-created IPPool {pool} has no free IP yet: waiting for the controller-manager to scale it up"
-                        );
-                        tokio::time::sleep(AUTO_POOL_GROWTH_POLL).await;
-                        continue;
-                    }
+                if matches!(error, StoreError::Allocate(AllocateError::Exhausted { .. }))
+                    && grow_until
+                        .is_some_and(|until| Instant::now() + AUTO_POOL_GROWTH_POLL < until)
+                {
+                    log::info!(
+                        "auto-created IPPool {pool} has no free IP yet: waiting for the controller-manager to scale it up"
+                    );
+                    tokio::time::sleep(AUTO_POOL_GROWTH_POLL).await;
+                    continue;
                 }
                 match error {
                     StoreError::Allocate(

@@ -77,16 +77,23 @@ pub fn label_selector<K: AsRef<str>>(labels: &BTreeMap<K, String>) -> String {
         .join(",")
 }
 
-/// Every label of a new auto pool.
-pub fn all_labels(labels: &AutoPoolLabels, cidr_label: String) -> BTreeMap<String, String> {
-    let mut all: BTreeMap<String, String> = lookup_labels(labels)
+/// The labels that find the pool of one workload instance: the lookup labels and its UID (the
+/// eight of upstream's `findAppAutoPool`).
+pub fn instance_labels(labels: &AutoPoolLabels) -> BTreeMap<String, String> {
+    let mut instance: BTreeMap<String, String> = lookup_labels(labels)
         .into_iter()
         .map(|(key, value)| (key.to_string(), value))
         .collect();
-    all.insert(
+    instance.insert(
         LABEL_OWNER_APPLICATION_UID.to_string(),
         labels.application_uid.clone(),
     );
+    instance
+}
+
+/// Every label of a new auto pool.
+pub fn all_labels(labels: &AutoPoolLabels, cidr_label: String) -> BTreeMap<String, String> {
+    let mut all = instance_labels(labels);
     all.insert(LABEL_IPPOOL_RECLAIM.to_string(), labels.reclaim.clone());
     all.insert(LABEL_IPPOOL_CIDR.to_string(), cidr_label);
     all
@@ -139,6 +146,31 @@ pub fn pool_up_to_date(
             .get(ANNO_IPPOOL_IP_NUMBER)
             .is_some_and(|value| value == annotation)
         && pool_ips(pool).as_ref() == Some(ips)
+}
+
+/// Whether `pool` already is what a reconcile would make it (so a reconcile writes nothing):
+/// `desired` addresses, exactly its record in `subnet` for `app`, every allocated address among
+/// them, the subnet's CIDR, and the current UID/reclaim labels and IP-number annotation. Returns
+/// the pool's addresses when it is.
+pub fn settled_ips(
+    pool: &SpiderIPPool,
+    subnet: &SpiderSubnet,
+    app: &AppRef,
+    labels: &AutoPoolLabels,
+    annotation: &str,
+    desired: i64,
+) -> Option<IpSet> {
+    let ips = pool_ips(pool)?;
+    let controlled = controlled_pools(subnet).ok()?;
+    let record = controlled.0.get(&pool_name(pool))?;
+    let recorded = IpSet::from_ranges(ips.version(), &record.ips).ok()?;
+    let settled = u128::try_from(desired).ok() == Some(ips.count())
+        && recorded == ips
+        && record.application.as_deref() == Some(application_key(app).as_str())
+        && canonical_cidr(&pool.spec.subnet) == canonical_cidr(&subnet.spec.subnet)
+        && pool_allocated_set(pool, ips.version()).is_subset_of(&ips)
+        && pool_up_to_date(pool, labels, annotation, &ips);
+    settled.then_some(ips)
 }
 
 /// A new auto pool (§4.3): controlled by its subnet, with its finalizer, identity labels, the
@@ -368,6 +400,23 @@ impl Store {
             )));
         }
 
+        // For a third-party controller the count is absolute: the annotation says "N".
+        let annotation = target.desired.to_string();
+        // The common case, every pod after the first: nothing to change, nothing more to read.
+        if let Some(pool) = &existing
+            && settled_ips(
+                pool,
+                &subnet,
+                target.app,
+                &labels,
+                &annotation,
+                target.desired,
+            )
+            .is_some()
+        {
+            return Ok(existing);
+        }
+
         // Addresses other pools of the CIDR hold or have allocated are never handed out anew.
         let all_pools = list_cached(&pools, &ListParams::default(), "list SpiderIPPools").await?;
         let mut held_elsewhere = IpSet::new(version);
@@ -418,8 +467,6 @@ impl Store {
             }
         }
 
-        // For a third-party controller the count is absolute: the annotation says "N".
-        let annotation = target.desired.to_string();
         match existing {
             None => {
                 let pool = new_pool(
@@ -600,5 +647,43 @@ mod tests {
             "apps"
         );
         assert_eq!(value["spec"]["ipVersion"], 4);
+    }
+    #[test]
+    fn a_pool_is_settled_only_when_it_is_exactly_its_record() {
+        let app = app();
+        let labels = AutoPoolLabels::new("subnet-a", &app, "eth0", IpVersion::V4, true);
+        let name = "auto4-web-eth0-9a2b3";
+        let subnet: SpiderSubnet = serde_json::from_value(json!({
+            "apiVersion": "spiderpool.spidernet.io/v2beta1", "kind": "SpiderSubnet",
+            "metadata": {"name": "subnet-a"},
+            "spec": {"subnet": "10.0.0.0/24", "ips": ["10.0.0.1-10.0.0.100"]},
+            "status": {"controlledIPPools": json!({name: {
+                "ips": ["10.0.0.1-10.0.0.3"],
+                "application": "apps.kruise.io_v1alpha1_CloneSet_default_web",
+            }}).to_string()},
+        }))
+        .unwrap();
+        let pool_with = |ips: &str, allocated: &str, annotation: &str| -> SpiderIPPool {
+            serde_json::from_value(json!({
+                "apiVersion": "spiderpool.spidernet.io/v2beta1", "kind": "SpiderIPPool",
+                "metadata": {"name": name, "annotations": {ANNO_IPPOOL_IP_NUMBER: annotation},
+                    "labels": {LABEL_OWNER_APPLICATION_UID: app.uid, LABEL_IPPOOL_RECLAIM: "true"}},
+                "spec": {"subnet": "10.0.0.0/24", "ips": [ips]},
+                "status": {"allocatedIPs": json!({allocated: {"pod": "default/web-a", "podUid": "u"}}).to_string()},
+            }))
+            .unwrap()
+        };
+        let settled = pool_with("10.0.0.1-10.0.0.3", "10.0.0.2", "3");
+        assert_eq!(
+            settled_ips(&settled, &subnet, &app, &labels, "3", 3).map(|ips| ips.count()),
+            Some(3)
+        );
+        // Another size, another annotation, a record that differs, an address outside it.
+        assert!(settled_ips(&settled, &subnet, &app, &labels, "4", 4).is_none());
+        assert!(settled_ips(&settled, &subnet, &app, &labels, "+3", 3).is_none());
+        let wider = pool_with("10.0.0.1-10.0.0.4", "10.0.0.2", "4");
+        assert!(settled_ips(&wider, &subnet, &app, &labels, "4", 4).is_none());
+        let stray = pool_with("10.0.0.1-10.0.0.3", "10.0.0.9", "3");
+        assert!(settled_ips(&stray, &subnet, &app, &labels, "3", 3).is_none());
     }
 }
