@@ -19,6 +19,7 @@ help:
 	@echo "make bench    benchmarks against a fresh control plane (see docs/benchmarks.md)"
 	@echo "make crds     regenerate crds/ from the Rust types"
 	@echo "make testenv  build (or reuse) the test control plane binary and print its path"
+	@echo "make images   build the OCI image archives (controller-manager, node installer) and print their paths"
 
 ## System packages the tests need (Debian). Installs only what is missing.
 .PHONY: deps
@@ -33,6 +34,28 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi; \
 	command -v go >/dev/null 2>&1 || { echo "Go (1.25 or newer) is needed to build the test control plane; it is not on PATH" >&2; exit 1; }
+
+## Image builds: static (musl) release binaries, assembled offline with umoci.
+MUSL_TARGET := x86_64-unknown-linux-musl
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+IMAGES_DIR := $(TARGET_DIR)/images
+
+.PHONY: image-deps
+image-deps:
+	@missing=""; \
+	command -v umoci >/dev/null 2>&1 || missing="$$missing umoci"; \
+	command -v musl-gcc >/dev/null 2>&1 || missing="$$missing musl-tools"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing" >&2; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi; \
+	rustup target list --installed 2>/dev/null | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET) >&2
+
+.PHONY: images
+images: image-deps
+	$(CARGO) build --profile dist --target $(MUSL_TARGET) -p spiderpool-controller-manager -p spiderpool-cni --bins >&2
+	@config/images/build.sh $(TARGET_DIR)/$(MUSL_TARGET)/dist $(IMAGES_DIR) $(VERSION)
 
 .PHONY: build
 build:

@@ -1,10 +1,12 @@
 //! CNI plugins of spiderpool-rs: the protocol module every plugin binary is built on ([`protocol`]), the
 //! network-namespace and netlink helpers ([`netns`], [`netlink`]), the `spiderpool` IPAM plugin
-//! ([`ipam_plugin`]), and the `ifacer` and `coordinator` meta-plugins.
+//! ([`ipam_plugin`]), the `ifacer` and `coordinator` meta-plugins, and the node installer that puts
+//! them, their kubeconfig and their settings on every node ([`installer`]).
 
 pub mod arp;
 pub mod coordinator;
 pub mod ifacer;
+pub mod installer;
 pub mod ipam_plugin;
 pub mod netlink;
 pub mod netns;

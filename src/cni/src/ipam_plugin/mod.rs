@@ -231,15 +231,20 @@ fn load_settings(path: &Path) -> Result<(ClusterSettings, NodeSettings), CniErro
             )));
         }
     };
-    let settings = ClusterSettings::from_yaml(&text).map_err(|error| {
+    parse_settings(&text).map_err(|error| {
         CniError::invalid_config(format!("settings file {}: {error}", path.display()))
-    })?;
+    })
+}
+
+/// The settings file's text read as cluster settings plus node keys (the node installer checks
+/// the `spiderpool-conf` ConfigMap with this before writing it, so the plugins never meet a file
+/// they refuse).
+pub fn parse_settings(text: &str) -> Result<(ClusterSettings, NodeSettings), String> {
+    let settings = ClusterSettings::from_yaml(text).map_err(|error| error.to_string())?;
     let node: NodeSettings = if text.trim().is_empty() {
         NodeSettings::default()
     } else {
-        serde_yaml::from_str(&text).map_err(|error| {
-            CniError::invalid_config(format!("settings file {}: {error}", path.display()))
-        })?
+        serde_yaml::from_str(text).map_err(|error| error.to_string())?
     };
     Ok((settings, node))
 }
