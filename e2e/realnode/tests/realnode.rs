@@ -140,67 +140,15 @@ async fn setup() -> anyhow::Result<Suite> {
     })
 }
 
-/// The test overlay of `config/default`. It changes only what this cluster differs in from a
-/// real one: no kube-proxy here and the API server listens on 127.0.0.1 only, so our hostNetwork
-/// pods get its address directly (NOTES item 7); a single node holds one controller-manager
-/// replica; this node's CNI bin directory is not /opt/cni/bin; and the plugins' token lives 10
-/// minutes (the minimum) so that its renewal happens during the run.
+/// The test overlay of `config/default` (`e2e/scripts/node-overlay.sh` says what it changes
+/// and why), written into the run's directory.
 fn overlay(node: &Node) -> anyhow::Result<std::path::PathBuf> {
     let dir = node.dir.join("realnode-overlay");
-    std::fs::create_dir_all(&dir)?;
-    // kustomize takes a base only as a relative path.
-    let base = relative(
-        &dir.canonicalize()?,
-        &repo().join("config/default").canonicalize()?,
-    );
-    let api_env = json!([
-        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
-        {"name": "KUBERNETES_SERVICE_PORT", "value": node.apiserver_port},
-    ]);
-    let kustomization = json!({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [base.display().to_string()],
-        "patches": [
-            {
-                "target": {"kind": "Deployment", "name": "spiderpool-controller"},
-                "patch": serde_json::to_string(&json!([
-                    {"op": "replace", "path": "/spec/replicas", "value": 1},
-                    {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": api_env[0]},
-                    {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": api_env[1]},
-                ]))?,
-            },
-            {
-                "target": {"kind": "DaemonSet", "name": "spiderpool-installer"},
-                "patch": serde_json::to_string(&json!([
-                    {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": api_env[0]},
-                    {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": api_env[1]},
-                    {"op": "replace", "path": "/spec/template/spec/containers/0/env/3/value", "value": "10m"},
-                    {"op": "replace", "path": "/spec/template/spec/volumes/0/hostPath/path", "value": node.cni_bin_dir.display().to_string()},
-                ]))?,
-            },
-        ],
-    });
-    std::fs::write(
-        dir.join("kustomization.yaml"),
-        serde_yaml::to_string(&kustomization)?,
-    )?;
-    Ok(dir)
-}
-
-/// `to` as a path relative to the directory `from` (both absolute).
-fn relative(from: &std::path::Path, to: &std::path::Path) -> std::path::PathBuf {
-    let from: Vec<_> = from.components().collect();
-    let to: Vec<_> = to.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut path = std::path::PathBuf::new();
-    for _ in common..from.len() {
-        path.push("..");
-    }
-    for component in &to[common..] {
-        path.push(component);
-    }
-    path
+    let written = run(std::process::Command::new(repo().join("e2e/scripts/node-overlay.sh"))
+        .arg(&dir)
+        .env("APISERVER_PORT", &node.apiserver_port)
+        .env("CNI_BIN_DIR", &node.cni_bin_dir))?;
+    Ok(written.trim().into())
 }
 
 /// Image archives written by `make images` (the Makefile passes their paths).
