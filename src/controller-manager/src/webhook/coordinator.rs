@@ -7,7 +7,6 @@ use kube::ResourceExt;
 use spiderpool_api::{CoordinatorMode, CoordinatorSpec, SpiderCoordinator};
 use spiderpool_ipam::cidr::parse_ip_or_cidr;
 
-use super::common::add_finalizer;
 use super::field::{BadValue, Denial, FieldError, go_quote};
 
 pub const KIND: &str = "SpiderCoordinator";
@@ -15,7 +14,12 @@ const POD_CIDR_TYPES: [&str; 5] = ["auto", "cluster", "calico", "cilium", "none"
 const RP_FILTERS: [&str; 3] = ["0", "1", "2"];
 
 /// `mutateCoordinator`: defaults, bare hijack addresses as /32 or /128, normalised policy-route
-/// destinations, the finalizer. Errors are for logging only.
+/// destinations. Errors are for logging only.
+///
+/// Upstream also adds the `spiderpool.spidernet.io` finalizer here and its coordinator controller
+/// removes it. We have no SpiderCoordinator controller yet, so a finalizer added here would never
+/// be removed: deleting the object, and uninstalling the CRD, would hang. We add none until a
+/// controller owns its removal.
 pub fn mutate(coordinator: &mut SpiderCoordinator) -> Result<(), String> {
     let spec = &mut coordinator.spec;
     spec.mode.get_or_insert(CoordinatorMode::Auto);
@@ -45,7 +49,6 @@ pub fn mutate(coordinator: &mut SpiderCoordinator) -> Result<(), String> {
             .map_err(|error| format!("invalid route dst {}: {error}", route.dst))?;
         route.dst = prefix.to_string();
     }
-    add_finalizer(&mut coordinator.metadata);
     Ok(())
 }
 
@@ -278,10 +281,8 @@ mod tests {
                 .map(|routes| routes[0].dst.as_str()),
             Some("10.0.0.5/32")
         );
-        assert_eq!(
-            coordinator.metadata.finalizers,
-            Some(vec!["spiderpool.spidernet.io".into()])
-        );
+        // No finalizer: nothing would remove it (see `mutate`).
+        assert_eq!(coordinator.metadata.finalizers, None);
         assert!(validate(&coordinator).is_ok());
     }
 }
