@@ -144,10 +144,12 @@ async fn setup() -> anyhow::Result<Suite> {
 /// and why), written into the run's directory.
 fn overlay(node: &Node) -> anyhow::Result<std::path::PathBuf> {
     let dir = node.dir.join("realnode-overlay");
-    let written = run(std::process::Command::new(repo().join("e2e/scripts/node-overlay.sh"))
-        .arg(&dir)
-        .env("APISERVER_PORT", &node.apiserver_port)
-        .env("CNI_BIN_DIR", &node.cni_bin_dir))?;
+    let written = run(
+        std::process::Command::new(repo().join("e2e/scripts/node-overlay.sh"))
+            .arg(&dir)
+            .env("APISERVER_PORT", &node.apiserver_port)
+            .env("CNI_BIN_DIR", &node.cni_bin_dir),
+    )?;
     Ok(written.trim().into())
 }
 

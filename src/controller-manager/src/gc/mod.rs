@@ -22,13 +22,11 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use spiderpool_api::SpiderEndpoint;
-use spiderpool_api::constants::FINALIZER;
 use spiderpool_ipam::gc::{
     EndpointState, GcSettings, KeepReason, Membership, PodState, RecordOwner, Verdict, decide,
 };
@@ -39,7 +37,7 @@ use spiderpool_ipam::store::{Step, Store as IpamStore, StoreError, StoreOptions}
 use crate::admin::Readiness;
 use crate::application::SettingsFn;
 use crate::ippool::cache::IpamCache;
-use crate::ippool::objects::{self, is_conflict, is_not_found};
+use crate::ippool::objects::{self, is_conflict};
 use crate::metrics::ControllerMetrics;
 use crate::poolmetrics::IpamCounters;
 
@@ -604,8 +602,6 @@ async fn retire_endpoint(
     endpoint: &SpiderEndpoint,
     uid: &str,
 ) -> Result<(), Error> {
-    let namespace = endpoint.namespace().unwrap_or_default();
-    let name = endpoint.name_any();
     if let Some(status) = &endpoint.status {
         for detail in &status.current.ips {
             for (address, pool) in [
@@ -622,40 +618,8 @@ async fn retire_endpoint(
             }
         }
     }
-    let api: Api<SpiderEndpoint> = Api::namespaced(context.client.clone(), &namespace);
-    if endpoint
-        .finalizers()
-        .iter()
-        .any(|finalizer| finalizer == FINALIZER)
-    {
-        let remaining: Vec<&String> = endpoint
-            .finalizers()
-            .iter()
-            .filter(|finalizer| *finalizer != FINALIZER)
-            .collect();
-        let patch = json!({
-            "metadata": {"resourceVersion": endpoint.resource_version(), "finalizers": remaining},
-        });
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(error) if is_not_found(&error) => return Ok(()),
-            Err(source) => {
-                return Err(kube_error(format!(
-                    "remove the finalizer of SpiderEndpoint {namespace}/{name}"
-                ))(source));
-            }
-        }
-    }
-    match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(error) if is_not_found(&error) => Ok(()),
-        Err(source) => Err(kube_error(format!(
-            "delete SpiderEndpoint {namespace}/{name}"
-        ))(source)),
-    }
+    context.store.retire_endpoint(endpoint, true).await?;
+    Ok(())
 }
 
 #[cfg(test)]

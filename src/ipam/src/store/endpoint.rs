@@ -161,8 +161,10 @@ impl Store {
     }
 
     /// Removes our finalizer (the endpoint then goes with its pod through garbage collection)
-    /// and, with `delete`, deletes it, guarded by its UID. Other finalizers are kept.
-    pub(crate) async fn retire_endpoint(
+    /// and, with `delete`, deletes it, guarded by its UID: a same-named successor (the
+    /// StatefulSet pod re-created meanwhile) keeps its endpoint. Other finalizers are kept. The
+    /// plugin's DEL and the controller-manager's garbage collector both retire through here.
+    pub async fn retire_endpoint(
         &self,
         endpoint: &SpiderEndpoint,
         delete: bool,
@@ -231,5 +233,86 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use kube::Client;
+    use kube::client::Body;
+
+    use super::*;
+    use crate::store::StoreOptions;
+
+    /// An API server that records each request (method, path, body) and answers the finalizer
+    /// patch with the endpoint and the delete with 409, as for a precondition that no longer
+    /// holds (a same-named successor has another UID).
+    fn recording_server() -> (Client, Arc<Mutex<Vec<(String, String, String)>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let service = tower::service_fn(move |request: http::Request<Body>| {
+            let log = log.clone();
+            async move {
+                let method = request.method().to_string();
+                let path = request.uri().path().to_string();
+                let body = request
+                    .into_body()
+                    .collect_bytes()
+                    .await
+                    .unwrap_or_default();
+                log.lock().unwrap().push((
+                    method.clone(),
+                    path,
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+                let (status, answer) = if method == "DELETE" {
+                    (
+                        409,
+                        r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409,"message":"Precondition failed: UID in precondition: old-uid, UID in object meta: new-uid"}"#,
+                    )
+                } else {
+                    (
+                        200,
+                        r#"{"apiVersion":"spiderpool.spidernet.io/v2beta1","kind":"SpiderEndpoint","metadata":{"name":"db-0","namespace":"ns","uid":"old-uid","resourceVersion":"8"}}"#,
+                    )
+                };
+                http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(answer.as_bytes().to_vec()))
+            }
+        });
+        (Client::new(service, "default"), seen)
+    }
+
+    #[tokio::test]
+    async fn retiring_an_endpoint_deletes_it_only_if_it_is_still_the_same_object() {
+        let (client, seen) = recording_server();
+        let store = Store::new(client, StoreOptions::default());
+        let endpoint: SpiderEndpoint = serde_json::from_value(serde_json::json!({
+            "apiVersion": "spiderpool.spidernet.io/v2beta1",
+            "kind": "SpiderEndpoint",
+            "metadata": {"name": "db-0", "namespace": "ns", "uid": "old-uid",
+                         "resourceVersion": "7", "finalizers": [FINALIZER]},
+        }))
+        .unwrap();
+        // The successor's endpoint answered 409 to the UID precondition: not an error, and it
+        // is left alone.
+        store.retire_endpoint(&endpoint, true).await.unwrap();
+        let seen = seen.lock().unwrap();
+        let methods: Vec<&str> = seen.iter().map(|(method, _, _)| method.as_str()).collect();
+        assert_eq!(methods, ["PATCH", "DELETE"]);
+        let (_, path, body) = &seen[1];
+        assert_eq!(
+            path,
+            "/apis/spiderpool.spidernet.io/v2beta1/namespaces/ns/spiderendpoints/db-0"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["preconditions"]["uid"], "old-uid", "{body}");
+        // The finalizer patch is conditioned on the version read.
+        let patch: serde_json::Value = serde_json::from_str(&seen[0].2).unwrap();
+        assert_eq!(patch["metadata"]["resourceVersion"], "7", "{patch}");
     }
 }
