@@ -220,18 +220,19 @@ pub fn decide(
         }
         let deadline = deletion_deadline.saturating_add(delay);
         if now < deadline {
-            if pod.has_pod_ips {
-                return Verdict::KeepUntil { deadline };
-            }
+            // Upstream releases a terminating pod without `status.podIPs` at once. A pod deleted
+            // while still Pending has no podIPs yet, but its ADD may be in flight: releasing now
+            // could hand its address to another pod while this one comes up with it. Wait for
+            // the deadline whatever podIPs says (its DEL, or this deadline, releases it).
+            return Verdict::KeepUntil { deadline };
+        }
+        let allowed = if pod.node_ready == Some(true) {
+            settings.terminating_on_ready_node
         } else {
-            let allowed = if pod.node_ready == Some(true) {
-                settings.terminating_on_ready_node
-            } else {
-                settings.terminating_on_not_ready_node
-            };
-            if !allowed {
-                return Verdict::Keep(KeepReason::NodeStatePolicy);
-            }
+            settings.terminating_on_not_ready_node
+        };
+        if !allowed {
+            return Verdict::Keep(KeepReason::NodeStatePolicy);
         }
         return Verdict::Release {
             reason: ReleaseReason::PodTerminating,
@@ -474,10 +475,16 @@ mod tests {
     }
 
     #[test]
-    fn a_terminating_pod_without_addresses_is_released_at_once() {
-        let mut terminating = pod("Running");
+    fn a_terminating_pod_without_addresses_is_kept_until_its_grace_deadline() {
+        // Deleted while Pending: no podIPs yet, but its ADD may still be running.
+        let mut terminating = pod("Pending");
         terminating.deletion_deadline = Some(NOW + 10);
         terminating.has_pod_ips = false;
+        assert_eq!(
+            verdict(Some(&terminating), None, Membership::Stateless),
+            Verdict::KeepUntil { deadline: NOW + 15 }
+        );
+        terminating.deletion_deadline = Some(NOW - 6);
         assert_eq!(
             verdict(Some(&terminating), None, Membership::Stateless),
             released(ReleaseReason::PodTerminating, true)

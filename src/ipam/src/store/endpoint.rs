@@ -246,10 +246,13 @@ mod tests {
     use super::*;
     use crate::store::StoreOptions;
 
+    /// Method, path and body of each request the stub API server saw.
+    type Requests = Arc<Mutex<Vec<(String, String, String)>>>;
+
     /// An API server that records each request (method, path, body) and answers the finalizer
     /// patch with the endpoint and the delete with 409, as for a precondition that no longer
     /// holds (a same-named successor has another UID).
-    fn recording_server() -> (Client, Arc<Mutex<Vec<(String, String, String)>>>) {
+    fn recording_server() -> (Client, Requests) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
         let service = tower::service_fn(move |request: http::Request<Body>| {
