@@ -137,9 +137,27 @@ mod tests {
         assert_eq!(
             code_of(&StoreError::ConflictsExhausted {
                 pool: "p".into(),
-                attempts: 15
+                attempts: 15,
+                releasing: true,
             }),
             TRY_AGAIN_LATER
+        );
+    }
+
+    #[test]
+    fn a_release_that_kept_conflicting_says_it_was_releasing() {
+        let allocating = StoreError::ConflictsExhausted {
+            pool: "p".into(),
+            attempts: 15,
+            releasing: false,
+        };
+        assert_eq!(
+            allocation_error(&allocating).msg,
+            "spiderpool IP allocation error: exhaust all retries (15 times), failed to allocate IP from IPPool p: the pool kept changing under concurrent writers"
+        );
+        assert_eq!(
+            release_error(&allocating.in_release()).msg,
+            "spiderpool IP release error: exhaust all retries (15 times), failed to release IP to IPPool p: the pool kept changing under concurrent writers"
         );
     }
 

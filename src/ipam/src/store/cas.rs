@@ -197,6 +197,7 @@ impl PoolWriter {
                         return Err(StoreError::ConflictsExhausted {
                             pool: pool.to_string(),
                             attempts: attempt,
+                            releasing: false,
                         });
                     }
                     let delay = self.backoff.delay(attempt - 1, &mut rand::rng());

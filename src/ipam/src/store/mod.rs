@@ -71,10 +71,17 @@ pub enum StoreError {
     },
     #[error("gave up waiting for {what}: the call's deadline passed")]
     Deadline { what: String },
+    /// Every compare-and-swap write of the pool lost a conflict. The message is upstream's for an
+    /// allocation; a release says it was releasing (see [`StoreError::in_release`]).
     #[error(
-        "exhaust all retries ({attempts} times), failed to allocate IP from IPPool {pool}: the pool kept changing under concurrent writers"
+        "exhaust all retries ({attempts} times), failed to {} IPPool {pool}: the pool kept changing under concurrent writers",
+        if *releasing { "release IP to" } else { "allocate IP from" }
     )]
-    ConflictsExhausted { pool: String, attempts: u32 },
+    ConflictsExhausted {
+        pool: String,
+        attempts: u32,
+        releasing: bool,
+    },
     #[error("IPPool {pool} was deleted during the allocation")]
     PoolGone { pool: String },
     #[error(
@@ -102,6 +109,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same error, told as part of a release: a pool that kept changing was being released
+    /// to, not allocated from.
+    pub fn in_release(self) -> StoreError {
+        match self {
+            StoreError::ConflictsExhausted { pool, attempts, .. } => {
+                StoreError::ConflictsExhausted {
+                    pool,
+                    attempts,
+                    releasing: true,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// A stable category for metrics, logs and error codes.
     pub fn metric_label(&self) -> &'static str {
         match self {

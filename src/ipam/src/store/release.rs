@@ -54,6 +54,12 @@ pub enum DelOutcome {
 impl Store {
     /// CNI DEL for the pod (every NIC is released, whichever `CNI_IFNAME` is deleted first).
     pub async fn release(&self, request: &DelRequest<'_>) -> Result<DelOutcome, StoreError> {
+        self.release_of(request)
+            .await
+            .map_err(StoreError::in_release)
+    }
+
+    async fn release_of(&self, request: &DelRequest<'_>) -> Result<DelOutcome, StoreError> {
         let (namespace, name) = (request.namespace, request.pod_name);
         let requested_uid = request.pod_uid.filter(|uid| !uid.is_empty());
         let pod = self.get_pod(namespace, name).await?;
