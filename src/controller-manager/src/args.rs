@@ -112,8 +112,9 @@ pub struct Args {
     #[arg(long, env = "SPIDERPOOL_WEBHOOK_EXTRA_SANS", value_delimiter = ',')]
     pub webhook_extra_sans: Vec<String>,
 
-    /// Name of the Mutating and ValidatingWebhookConfiguration whose `caBundle` is kept current
-    /// (empty: leave them alone, e.g. when cert-manager injects it).
+    /// Name of the Mutating and ValidatingWebhookConfiguration whose `caBundle` is kept current:
+    /// written when they appear and whenever it differs (empty: leave them alone, e.g. when
+    /// cert-manager injects it). `config/rbac` grants this name only.
     #[arg(
         long,
         env = "SPIDERPOOL_WEBHOOK_CONFIGURATION_NAME",
@@ -121,8 +122,10 @@ pub struct Args {
     )]
     pub webhook_configuration_name: String,
 
-    /// Register the webhook configurations ourselves with `clientConfig.url = <this><path>`
-    /// (local runs, e.g. `https://127.0.0.1:5722`) instead of patching installed ones.
+    /// Local development only (`make run`): create the webhook configurations ourselves with
+    /// `clientConfig.url = <this><path>` (e.g. `https://127.0.0.1:5722`) instead of using the ones
+    /// installed from `config/webhook`. Needs `create` on the configurations, which
+    /// `config/rbac` does not grant.
     #[arg(long, env = "SPIDERPOOL_WEBHOOK_REGISTER_URL")]
     pub webhook_register_url: Option<String>,
 

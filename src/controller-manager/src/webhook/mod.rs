@@ -6,13 +6,14 @@
 //! [`coordinator`], [`annotations`]) holding the rules with their unit tests; [`field`] renders
 //! Kubernetes field errors and status errors exactly as Go does; [`handlers`] reads what the
 //! rules need; [`server`] speaks AdmissionReview over HTTPS (rustls, HTTP/1.1 and h2);
-//! [`certs`] makes or loads the serving certificate; [`registration`] builds or patches the
-//! webhook configurations.
+//! [`certs`] makes or loads the serving certificate; [`cabundle`] keeps the CA in the installed
+//! webhook configurations; [`registration`] builds them for local runs.
 //!
 //! The webhooks serve on every replica (they are not leader-gated). The replica is ready once
 //! the caches have synced and the certificate is loaded.
 
 pub mod annotations;
+pub mod cabundle;
 pub mod certs;
 pub mod common;
 pub mod coordinator;
@@ -128,31 +129,29 @@ async fn load_certificates(client: &Client, args: &Args) -> anyhow::Result<Certi
     }
 }
 
-async fn register(client: &Client, args: &Args, ca_bundle: Option<&[u8]>) -> anyhow::Result<()> {
-    if let Some(base) = &args.webhook_register_url {
-        let registration = Registration {
-            name: args.webhook_configuration_name.clone(),
-            endpoint: Endpoint::Url(base.clone()),
-            ca_bundle: ca_bundle.unwrap_or_default().to_vec(),
-            namespace_selector: registration::parse_labels(&args.webhook_namespace_selector)
-                .map_err(anyhow::Error::msg)?,
-            object_selector: registration::parse_labels(&args.webhook_object_selector)
-                .map_err(anyhow::Error::msg)?,
-        };
-        registration
-            .apply(client)
-            .await
-            .context("registering the webhook configurations")?;
-        tracing::info!(name = %registration.name, url = %base, "webhook configurations registered");
-    } else if let Some(bundle) = ca_bundle
-        && !args.webhook_configuration_name.is_empty()
-    {
-        let updated =
-            registration::patch_ca_bundle(client, &args.webhook_configuration_name, bundle)
-                .await
-                .context("patching caBundle into the webhook configurations")?;
-        tracing::info!(name = %args.webhook_configuration_name, updated, "webhook caBundle in place");
-    }
+/// `--webhook-register-url` (local development): creates or updates both configurations with
+/// `clientConfig.url`. This needs `create` and `patch` on them, which `config/rbac` does not grant:
+/// in a cluster the configurations come from `config/webhook` and only their `caBundle` is ours.
+async fn register_local(
+    client: &Client,
+    args: &Args,
+    base: &str,
+    ca_bundle: Option<&[u8]>,
+) -> anyhow::Result<()> {
+    let registration = Registration {
+        name: args.webhook_configuration_name.clone(),
+        endpoint: Endpoint::Url(base.to_string()),
+        ca_bundle: ca_bundle.unwrap_or_default().to_vec(),
+        namespace_selector: registration::parse_labels(&args.webhook_namespace_selector)
+            .map_err(anyhow::Error::msg)?,
+        object_selector: registration::parse_labels(&args.webhook_object_selector)
+            .map_err(anyhow::Error::msg)?,
+    };
+    registration
+        .apply(client)
+        .await
+        .context("registering the webhook configurations")?;
+    tracing::info!(name = %registration.name, url = %base, "webhook configurations registered");
     Ok(())
 }
 
@@ -213,23 +212,35 @@ pub async fn run(
             }
         }
     };
-    loop {
-        match register(&client, &args, certificates.ca_bundle.as_deref()).await {
-            Ok(()) => break,
-            Err(error) => {
-                tracing::warn!("{error:#}; retrying in 2s");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+    if let Some(base) = &args.webhook_register_url {
+        loop {
+            match register_local(&client, &args, base, certificates.ca_bundle.as_deref()).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!("{error:#}; retrying in 2s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+                    }
                 }
             }
         }
+    }
+    // The CA the configurations must trust; a rotation publishes the new one.
+    let (ca_bundle, ca_bundle_updates) = watch::channel(certificates.ca_bundle.clone());
+    if !args.webhook_configuration_name.is_empty() {
+        tokio::spawn(cabundle::keep_injected(
+            client.clone(),
+            args.webhook_configuration_name.clone(),
+            ca_bundle_updates,
+        ));
     }
     spawn_rotation(
         client.clone(),
         args.clone(),
         certificates.config.clone(),
         metrics.clone(),
+        ca_bundle,
     );
 
     let state = Arc::new(WebhookState {
@@ -283,7 +294,13 @@ pub async fn run(
 
 /// Keeps the served certificate current: `provided` reloads changed files; `auto` re-checks the
 /// Secret hourly (renewal before expiry, or a certificate rotated by another replica).
-fn spawn_rotation(client: Client, args: Args, config: RustlsConfig, metrics: WebhookMetrics) {
+fn spawn_rotation(
+    client: Client,
+    args: Args,
+    config: RustlsConfig,
+    metrics: WebhookMetrics,
+    ca_bundle: watch::Sender<Option<Vec<u8>>>,
+) {
     match args.webhook_cert_mode {
         CertMode::Provided => {
             let files = certs::CertFiles {
@@ -295,9 +312,8 @@ fn spawn_rotation(client: Client, args: Args, config: RustlsConfig, metrics: Web
                 };
                 certs::watch_files(files, initial, args.webhook_cert_reload_interval, |contents| {
                     let config = config.clone();
-                    let client = client.clone();
-                    let args = args.clone();
                     let metrics = metrics.clone();
+                    let ca_bundle = ca_bundle.clone();
                     async move {
                         if let Err(error) = config.reload_from_pem(contents.cert, contents.key).await {
                             tracing::warn!(%error, "new webhook certificate files are not usable yet");
@@ -305,8 +321,8 @@ fn spawn_rotation(client: Client, args: Args, config: RustlsConfig, metrics: Web
                         }
                         metrics.certificate_reloaded();
                         tracing::info!("reloaded the webhook serving certificate");
-                        if let Err(error) = register(&client, &args, contents.ca.as_deref()).await {
-                            tracing::warn!("{error:#}");
+                        if let Some(ca) = contents.ca {
+                            ca_bundle.send_if_modified(|current| replace_if_new(current, ca));
                         }
                         true
                     }
@@ -345,15 +361,10 @@ fn spawn_rotation(client: Client, args: Args, config: RustlsConfig, metrics: Web
                                 {
                                     Ok(()) => {
                                         metrics.certificate_reloaded();
-                                        if let Err(error) = register(
-                                            &client,
-                                            &args,
-                                            Some(bundle.ca_cert.as_bytes()),
-                                        )
-                                        .await
-                                        {
-                                            tracing::warn!("{error:#}");
-                                        }
+                                        let ca = bundle.ca_cert.clone().into_bytes();
+                                        ca_bundle.send_if_modified(|current| {
+                                            replace_if_new(current, ca)
+                                        });
                                     }
                                     Err(error) => {
                                         tracing::warn!(%error, "cannot load the renewed certificate")
@@ -368,4 +379,13 @@ fn spawn_rotation(client: Client, args: Args, config: RustlsConfig, metrics: Web
             });
         }
     }
+}
+
+/// Stores `new` in `current`; whether that changed anything (only a new CA is published).
+fn replace_if_new(current: &mut Option<Vec<u8>>, new: Vec<u8>) -> bool {
+    if current.as_ref() == Some(&new) {
+        return false;
+    }
+    *current = Some(new);
+    true
 }

@@ -1,6 +1,7 @@
-//! The Mutating/ValidatingWebhookConfigurations: built here for local runs (the controller-manager
-//! registers itself with `clientConfig.url`), and, in a cluster, the `caBundle` patched into the
-//! configurations installed from `config/`.
+//! The Mutating/ValidatingWebhookConfigurations built for local runs (`--webhook-register-url`:
+//! the controller-manager registers itself with `clientConfig.url`, which needs `create`, a verb
+//! `config/rbac` does not grant). In a cluster the configurations are installed from
+//! `config/webhook` and [`super::cabundle`] only keeps their `caBundle`.
 //!
 //! Spiderpool kinds use `failurePolicy: Fail` (a bad pool must never slip in); the annotation
 //! checks use `Ignore` (an outage must never block pods) and a `matchCondition` so that objects
@@ -13,7 +14,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::server::Hook;
@@ -182,84 +183,6 @@ impl Registration {
             .await?;
         Ok(())
     }
-}
-
-/// Writes `ca_bundle` into every webhook of the named configurations that exist (in a cluster
-/// they come from `config/`). Returns how many configurations were updated.
-pub async fn patch_ca_bundle(
-    client: &Client,
-    name: &str,
-    ca_bundle: &[u8],
-) -> Result<usize, kube::Error> {
-    let mut updated = 0;
-    let bundle = ByteString(ca_bundle.to_vec());
-    for _attempt in 0..5 {
-        match patch_mutating(client, name, &bundle).await {
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(error) => return Err(error),
-            Ok(changed) => {
-                updated += usize::from(changed);
-                break;
-            }
-        }
-    }
-    for _attempt in 0..5 {
-        match patch_validating(client, name, &bundle).await {
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(error) => return Err(error),
-            Ok(changed) => {
-                updated += usize::from(changed);
-                break;
-            }
-        }
-    }
-    Ok(updated)
-}
-
-async fn patch_mutating(
-    client: &Client,
-    name: &str,
-    bundle: &ByteString,
-) -> Result<bool, kube::Error> {
-    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    let Some(mut configuration) = api.get_opt(name).await? else {
-        return Ok(false);
-    };
-    let mut changed = false;
-    for webhook in configuration.webhooks.iter_mut().flatten() {
-        if webhook.client_config.ca_bundle.as_ref() != Some(bundle) {
-            webhook.client_config.ca_bundle = Some(bundle.clone());
-            changed = true;
-        }
-    }
-    if changed {
-        api.replace(name, &PostParams::default(), &configuration)
-            .await?;
-    }
-    Ok(changed)
-}
-
-async fn patch_validating(
-    client: &Client,
-    name: &str,
-    bundle: &ByteString,
-) -> Result<bool, kube::Error> {
-    let api = Api::<ValidatingWebhookConfiguration>::all(client.clone());
-    let Some(mut configuration) = api.get_opt(name).await? else {
-        return Ok(false);
-    };
-    let mut changed = false;
-    for webhook in configuration.webhooks.iter_mut().flatten() {
-        if webhook.client_config.ca_bundle.as_ref() != Some(bundle) {
-            webhook.client_config.ca_bundle = Some(bundle.clone());
-            changed = true;
-        }
-    }
-    if changed {
-        api.replace(name, &PostParams::default(), &configuration)
-            .await?;
-    }
-    Ok(changed)
 }
 
 /// Parses `a=b,c=d` into labels.
