@@ -15,7 +15,7 @@ BIN_DIR := $(TARGET_DIR)/debug
 .PHONY: help
 help:
 	@echo "make run      build everything, start a local control plane, the controller-manager and the samples (Ctrl-C stops it all)"
-	@echo "make test     fmt check, clippy -D warnings, CRD drift check, unit + integration tests on a fresh control plane"
+	@echo "make test     fmt check, clippy -D warnings, CRD drift check, unit + integration tests on a fresh control plane, then the RBAC audit of that run"
 	@echo "make bench    benchmarks against a fresh control plane (see docs/benchmarks.md)"
 	@echo "make crds     regenerate crds/ from the Rust types"
 	@echo "make testenv  build (or reuse) the test control plane binary and print its path"
@@ -85,7 +85,7 @@ testenv:
 test: deps fmt-check clippy crd-check build
 	@start=$$(date +%s); \
 	SPIDERPOOL_BIN_DIR=$(BIN_DIR) e2e/scripts/with-testenv.sh --with-controller-manager -- \
-	  $(CARGO) test --workspace --all-features --no-fail-fast; \
+	  e2e/scripts/with-rbac-audit.sh -- $(CARGO) test --workspace --all-features --no-fail-fast; \
 	echo "tests took $$(( $$(date +%s) - start ))s"
 
 .PHONY: run

@@ -11,6 +11,10 @@ kubectl() { "$TESTENV" kubectl --kubeconfig "$KUBECONFIG" "$@"; }
 admin_port=${SPIDERPOOL_DEMO_ADMIN_PORT:-5721}
 webhook_port=${SPIDERPOOL_DEMO_WEBHOOK_PORT:-5722}
 log="$SPIDERPOOL_E2E_DIR/controller-manager.log"
+# Local-development mode: the admin kubeconfig and --webhook-register-url, with which the
+# controller-manager creates its own webhook configurations (clientConfig.url on loopback). That
+# needs `create` on them, which config/rbac does not grant: a cluster installs them from
+# config/webhook and the controller-manager only injects their caBundle (the e2e suites run it so).
 "$bin_dir/spiderpool-controller-manager" --kubeconfig "$KUBECONFIG" --namespace default \
   --admin-addr "127.0.0.1:$admin_port" \
   --webhook-addr "127.0.0.1:$webhook_port" --webhook-cert-mode auto --webhook-extra-sans 127.0.0.1 \

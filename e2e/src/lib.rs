@@ -4,15 +4,23 @@
 //! `e2e/scripts/with-testenv.sh`, which exports its kubeconfig as `SPIDERPOOL_E2E_KUBECONFIG`
 //! and has already installed the CRDs. Each test takes its own namespace (and unique names for
 //! cluster-scoped objects) so tests can run in parallel and never see each other's objects.
+//!
+//! The components run as installed: the harness applies `config/rbac` as shipped and gives the
+//! controller-manager and the CNI plugin kubeconfigs of their own ServiceAccounts, so a permission
+//! missing from `config/rbac` fails a suite, and `rbac-audit` ([`rbac_audit`]) finds the ones no
+//! suite used. The tests themselves act as cluster admin.
 
-use std::path::PathBuf;
+pub mod rbac;
+pub mod rbac_audit;
+
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use rand::Rng;
@@ -158,6 +166,289 @@ pub fn binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Namespace of the controller-manager, its ServiceAccount, Lease, settings and certificate, as
+/// installed from `config/`.
+pub const MANAGER_NAMESPACE: &str = "kube-system";
+/// The settings ConfigMap the controller-manager reads (`--settings-configmap` default).
+pub const SETTINGS_CONFIGMAP: &str = "spiderpool-conf";
+/// The webhook configurations of `config/webhook` (`--webhook-configuration-name` default).
+pub const WEBHOOK_CONFIGURATION: &str = "spiderpool-controller";
+/// The auto-mode certificate Secret (`--webhook-secret-name` default).
+pub const WEBHOOK_SECRET: &str = "spiderpool-controller-server-certs";
+/// Field manager of what the harness applies as admin (what `kubectl apply` would).
+const FIELD_MANAGER: &str = "spiderpool-e2e";
+
+/// Server-side applies one object as admin, whatever its kind (resolved through discovery).
+pub async fn apply_object(client: &Client, object: &serde_json::Value) -> anyhow::Result<()> {
+    let types: kube::core::TypeMeta =
+        serde_json::from_value(object.clone()).context("an object without apiVersion and kind")?;
+    let gvk = kube::core::GroupVersionKind::try_from(&types)?;
+    let name = object["metadata"]["name"]
+        .as_str()
+        .with_context(|| format!("a {} without a name", types.kind))?;
+    let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .with_context(|| format!("resolving {}", types.kind))?;
+    let api: Api<kube::core::DynamicObject> =
+        if capabilities.scope == kube::discovery::Scope::Namespaced {
+            let namespace = object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default");
+            Api::namespaced_with(client.clone(), namespace, &resource)
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .with_context(|| format!("applying {} {name}", types.kind))?;
+    Ok(())
+}
+
+/// Applies `config/rbac` as shipped (what `kubectl apply -k config/rbac` does), once per test
+/// binary, and waits until the API server's authorizer honours every rule for every
+/// ServiceAccount it binds (checked with SubjectAccessReviews as admin: requests made as the
+/// accounts themselves would show up in the audit log as theirs).
+pub async fn install_rbac(client: &Client) -> anyhow::Result<()> {
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INSTALLED
+        .get_or_try_init(|| async {
+            let dir = rbac::rbac_dir();
+            for object in rbac::kustomization_documents(&dir)? {
+                apply_object(client, &object).await?;
+            }
+            let policy = rbac::Policy::load(&dir)?;
+            for account in &policy.accounts {
+                for role in policy.granted(account)? {
+                    for rule in &role.rules {
+                        wait_until_authorized(client, account, &role, rule).await?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+        .copied()
+}
+
+async fn wait_until_authorized(
+    client: &Client,
+    account: &rbac::Account,
+    role: &rbac::GrantedRole,
+    rule: &k8s_openapi::api::rbac::v1::PolicyRule,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    let first = |values: &Option<Vec<String>>| {
+        values
+            .as_ref()
+            .and_then(|values| values.first().cloned())
+            .unwrap_or_default()
+    };
+    let verb = rule.verbs.first().cloned().unwrap_or_default();
+    let attributes = match rule
+        .non_resource_urls
+        .as_ref()
+        .and_then(|urls| urls.first())
+    {
+        Some(path) => serde_json::json!({"nonResourceAttributes": {"path": path, "verb": verb}}),
+        None => {
+            let resource = first(&rule.resources);
+            let (resource, subresource) = resource
+                .split_once('/')
+                .map(|(resource, subresource)| (resource.to_string(), subresource.to_string()))
+                .unwrap_or((resource, String::new()));
+            serde_json::json!({"resourceAttributes": {
+                "group": first(&rule.api_groups),
+                "resource": resource,
+                "subresource": subresource,
+                "verb": verb,
+                "name": first(&rule.resource_names),
+                "namespace": role.scope.clone().unwrap_or_default(),
+            }})
+        }
+    };
+    let mut spec = attributes;
+    spec["user"] = serde_json::json!(account.username());
+    spec["groups"] = serde_json::json!([
+        "system:serviceaccounts",
+        format!("system:serviceaccounts:{}", account.namespace),
+        "system:authenticated"
+    ]);
+    let review: SubjectAccessReview = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": spec,
+    }))?;
+    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
+    wait_for(
+        &format!("{} {} to be allowed {rule:?}", role.kind, role.name),
+        Duration::from_secs(30),
+        || async {
+            let answer = reviews.create(&PostParams::default(), &review).await?;
+            Ok(answer
+                .status
+                .is_some_and(|status| status.allowed)
+                .then_some(()))
+        },
+    )
+    .await
+}
+
+/// A kubeconfig of the test control plane that authenticates as ServiceAccount
+/// `namespace/name` with a bound token (TokenRequest API), written into `dir`.
+pub async fn service_account_kubeconfig(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"audiences": [], "expirationSeconds": 86400},
+    }))?;
+    let token = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .with_context(|| format!("TokenRequest for ServiceAccount {namespace}/{name}"))?
+        .status
+        .context("TokenRequest without status")?
+        .token;
+    let admin = std::fs::read_to_string(kubeconfig_path())?;
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&admin)?;
+    let users = config["users"]
+        .as_sequence_mut()
+        .context("kubeconfig without users")?;
+    for user in users.iter_mut() {
+        user["user"] = serde_yaml::to_value(serde_json::json!({"token": token}))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    Ok(path)
+}
+
+/// The directory for this run's files: the control plane's (`SPIDERPOOL_E2E_DIR`) or a temporary
+/// one.
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("SPIDERPOOL_E2E_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// `config/rbac` installed and a kubeconfig of ServiceAccount `kube-system/<account>`, once per
+/// test binary and account: the identity the component runs with in a cluster.
+pub async fn component_kubeconfig(client: &Client, account: &str) -> anyhow::Result<PathBuf> {
+    install_rbac(client).await?;
+    let dir = run_dir().join(unique_name(account));
+    service_account_kubeconfig(client, MANAGER_NAMESPACE, account, &dir).await
+}
+
+/// The controller-manager's kubeconfig (ServiceAccount `kube-system/spiderpool-controller` of
+/// `config/rbac/rbac.yaml`), made once per test binary.
+pub async fn manager_kubeconfig(client: &Client) -> anyhow::Result<PathBuf> {
+    static KUBECONFIG: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
+    KUBECONFIG
+        .get_or_try_init(|| component_kubeconfig(client, "spiderpool-controller"))
+        .await
+        .cloned()
+}
+
+/// Makes `kube-system/spiderpool-conf` hold `conf_yml` (`None`: deletes it, so the chart defaults
+/// apply). Call it before starting a controller-manager: the ConfigMap outlives the test binary
+/// that wrote it, and test binaries run one after another.
+pub async fn write_settings(client: &Client, conf_yml: Option<&str>) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), MANAGER_NAMESPACE);
+    match conf_yml {
+        Some(text) => {
+            apply_object(
+                client,
+                &serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": SETTINGS_CONFIGMAP, "namespace": MANAGER_NAMESPACE},
+                    "data": {"conf.yml": text},
+                }),
+            )
+            .await
+        }
+        None => match config_maps
+            .delete(SETTINGS_CONFIGMAP, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error.into()),
+        },
+    }
+}
+
+/// Installs the webhook configurations of `config/webhook/manifests.yaml` as the install does
+/// (server-side apply as admin), changing only what this environment differs in: without a node
+/// there is no Service routing, so `clientConfig.service` becomes `clientConfig.url:
+/// https://127.0.0.1:<port><path>`; and every webhook judges only the suite's objects (labelled
+/// `selector_label=true`: a namespace selector for namespaced kinds, an object selector for
+/// cluster-scoped ones), so configurations left behind after the test binary exits never judge
+/// another suite's objects. `caBundle` is left to the controller-manager.
+pub async fn install_webhook_configurations(
+    client: &Client,
+    port: u16,
+    selector_label: &str,
+) -> anyhow::Result<()> {
+    for mut configuration in rbac::yaml_documents(&webhook_manifests())? {
+        let webhooks = configuration["webhooks"]
+            .as_array_mut()
+            .context("a webhook configuration without webhooks")?;
+        for webhook in webhooks {
+            let path = webhook["clientConfig"]["service"]["path"]
+                .as_str()
+                .context("a webhook without clientConfig.service.path")?
+                .to_string();
+            webhook["clientConfig"] =
+                serde_json::json!({"url": format!("https://127.0.0.1:{port}{path}")});
+            let cluster_scoped = webhook["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|rule| rule["resources"].as_array().into_iter().flatten())
+                .all(|resource| {
+                    CLUSTER_SCOPED_JUDGED.contains(&resource.as_str().unwrap_or_default())
+                });
+            let selector = if cluster_scoped {
+                "objectSelector"
+            } else {
+                "namespaceSelector"
+            };
+            webhook[selector] = serde_json::json!({"matchLabels": {selector_label: "true"}});
+        }
+        apply_object(client, &configuration).await?;
+    }
+    Ok(())
+}
+
+/// `config/webhook/manifests.yaml`.
+pub fn webhook_manifests() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/webhook/manifests.yaml"
+    ))
+}
+
+/// Kinds the webhooks judge that have no namespace (the namespace selector does not apply).
+const CLUSTER_SCOPED_JUDGED: &[&str] = &[
+    "spidersubnets",
+    "spiderippools",
+    "spiderreservedips",
+    "spidercoordinators",
+];
+
 /// A running controller-manager process, started once per test binary by [`controller_manager`].
 pub struct ControllerManager {
     /// `host:port` of its admin server (`/livez`, `/readyz`, `/metrics`).
@@ -166,21 +457,35 @@ pub struct ControllerManager {
     pub log_path: PathBuf,
 }
 
-static CONTROLLER_MANAGER: std::sync::OnceLock<Result<ControllerManager, String>> =
-    std::sync::OnceLock::new();
+/// Starts the controller-manager with the chart-default settings; see
+/// [`controller_manager_with_settings`].
+pub async fn controller_manager(args: &[&str]) -> anyhow::Result<&'static ControllerManager> {
+    controller_manager_with_settings(None, args).await
+}
 
 /// Starts the controller-manager binary against the test control plane (once per test binary)
-/// and waits until `/readyz` answers 200. Extra flags come from `args`; every call in one binary
-/// must pass the same ones.
+/// as installed: in `kube-system`, as ServiceAccount `spiderpool-controller` with exactly the
+/// roles of `config/rbac/rbac.yaml` (a missing permission fails the suite), reading
+/// `kube-system/spiderpool-conf` written from `settings` first (`None`: the chart defaults). Waits
+/// until `/readyz` answers 200. Extra flags come from `args`; every call in one binary must pass
+/// the same settings and flags.
 ///
 /// The process is spawned from a dedicated thread that lives as long as the test binary, with a
 /// parent-death signal, so it never outlives the tests.
-pub async fn controller_manager(args: &[&str]) -> anyhow::Result<&'static ControllerManager> {
-    let started = CONTROLLER_MANAGER
-        .get_or_init(|| start_controller_manager(args).map_err(|error| format!("{error:#}")));
-    let manager = started
-        .as_ref()
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
+pub async fn controller_manager_with_settings(
+    settings: Option<&str>,
+    args: &[&str],
+) -> anyhow::Result<&'static ControllerManager> {
+    static CONTROLLER_MANAGER: tokio::sync::OnceCell<ControllerManager> =
+        tokio::sync::OnceCell::const_new();
+    let manager = CONTROLLER_MANAGER
+        .get_or_try_init(|| async {
+            let client = client().await?;
+            write_settings(&client, settings).await?;
+            let kubeconfig = manager_kubeconfig(&client).await?;
+            start_controller_manager(&kubeconfig, args)
+        })
+        .await?;
     wait_for(
         "controller-manager /readyz",
         Duration::from_secs(60),
@@ -202,7 +507,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn start_controller_manager(args: &[&str]) -> anyhow::Result<ControllerManager> {
+fn start_controller_manager(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<ControllerManager> {
     let port = free_port()?;
     let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let binary_name = std::env::current_exe()
@@ -212,28 +517,20 @@ fn start_controller_manager(args: &[&str]) -> anyhow::Result<ControllerManager> 
                 .map(|stem| stem.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "e2e".into());
-    let log_dir = std::env::var_os("SPIDERPOOL_E2E_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let log_path = log_dir.join(format!("controller-manager-{binary_name}.log"));
+    let log_path = run_dir().join(format!("controller-manager-{binary_name}.log"));
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let mut command = Command::new(binary("spiderpool-controller-manager"));
     command
         .arg("--kubeconfig")
-        .arg(kubeconfig_path())
+        .arg(kubeconfig)
         .arg("--admin-addr")
         .arg(admin_addr.to_string())
         .arg("--namespace")
-        .arg("default")
-        .arg("--leader-election-lease")
-        .arg(format!(
-            "spiderpool-e2e-{}",
-            binary_name.replace('_', "-").to_lowercase()
-        ))
+        .arg(MANAGER_NAMESPACE)
         .args(args)
-        // The webhook server binds a port and registers configurations: only suites that ask
-        // for it (any `--webhook-*` / `--enable-webhook` flag) get it.
+        // The webhook server binds a port and injects caBundle: only suites that ask for it (any
+        // `--webhook-*` / `--enable-webhook` flag) get it.
         .args((!args.iter().any(|arg| arg.contains("webhook"))).then_some("--enable-webhook=false"))
         .env(
             "SPIDERPOOL_LOG_LEVEL",

@@ -7,7 +7,7 @@
 mod autopool_support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
@@ -17,8 +17,12 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use spiderpool_e2e::{
-    TestNamespace, binary, client, http_get, kubeconfig_path, unique_name, wait_for,
+    MANAGER_NAMESPACE, TestNamespace, binary, client, http_get, manager_kubeconfig, run_dir,
+    wait_for, write_settings,
 };
+
+/// The shipped leader Lease (`--leader-election-lease` default; `config/rbac` grants only it).
+const LEASE: &str = "spiderpool-controller-manager";
 
 /// The scenarios start their own controller-managers: never two scenarios at once.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -31,20 +35,18 @@ struct Manager {
 }
 
 impl Manager {
-    fn start(lease: &str, identity: &str) -> anyhow::Result<Manager> {
+    /// A controller-manager as installed ([`prepare`]), with a short lease for quick takeovers.
+    fn start(kubeconfig: &Path, identity: &str) -> anyhow::Result<Manager> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let admin: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let dir = std::env::var_os("SPIDERPOOL_E2E_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        let log = dir.join(format!("controller-manager-{lease}-{identity}-{port}.log"));
+        let log = run_dir().join(format!("controller-manager-failover-{identity}-{port}.log"));
         let child = Command::new(binary("spiderpool-controller-manager"))
             .arg("--kubeconfig")
-            .arg(kubeconfig_path())
+            .arg(kubeconfig)
             .args(["--admin-addr", &admin.to_string()])
-            .args(["--namespace", "default", "--leader-election-lease", lease])
+            .args(["--namespace", MANAGER_NAMESPACE])
             .args(["--identity", identity, "--enable-webhook=false"])
             .args(["--lease-duration", "4s", "--lease-renew-interval", "1s"])
             .env(
@@ -100,21 +102,30 @@ async fn app_pools_in(client: &Client, namespace: &str) -> anyhow::Result<usize>
         .len())
 }
 
-async fn holder(client: &Client, lease: &str) -> anyhow::Result<Option<String>> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+/// The chart-default settings and the controller-manager's identity of `config/rbac`.
+async fn prepare(client: &Client) -> anyhow::Result<PathBuf> {
+    write_settings(client, None).await?;
+    manager_kubeconfig(client).await
+}
+
+/// The identity holding the shipped leader Lease (`kube-system/spiderpool-controller-manager`),
+/// without the `_<pid>` suffix.
+async fn holder(client: &Client) -> anyhow::Result<Option<String>> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), MANAGER_NAMESPACE);
     Ok(leases
-        .get_opt(lease)
+        .get_opt(LEASE)
         .await?
         .and_then(|lease| lease.spec)
-        .and_then(|spec| spec.holder_identity))
+        .and_then(|spec| spec.holder_identity)
+        .and_then(|holder| holder.split('_').next().map(str::to_string)))
 }
 
 #[tokio::test]
 async fn a_controller_killed_mid_burst_and_replaced_loses_nothing() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let client = client().await?;
-    let lease = unique_name("failover");
-    let mut first = Manager::start(&lease, "first")?;
+    let kubeconfig = prepare(&client).await?;
+    let mut first = Manager::start(&kubeconfig, "first")?;
     first.ready().await?;
     let namespace = TestNamespace::create(&client, "failover").await?;
     let ns = namespace.name.clone();
@@ -154,7 +165,7 @@ async fn a_controller_killed_mid_burst_and_replaced_loses_nothing() -> anyhow::R
         scale_deployment(&client, &ns, &format!("burst-{index}"), 4).await?;
     }
 
-    let second = Manager::start(&lease, "second")?;
+    let second = Manager::start(&kubeconfig, "second")?;
     second.ready().await?;
     for index in 0..20 {
         let replicas = if index < 10 {
@@ -182,12 +193,7 @@ async fn a_controller_killed_mid_burst_and_replaced_loses_nothing() -> anyhow::R
     })
     .await?;
     check_subnet_consistent(&client, &subnet).await?;
-    assert_eq!(
-        holder(&client, &lease)
-            .await?
-            .map(|holder| holder.starts_with("second")),
-        Some(true)
-    );
+    assert_eq!(holder(&client).await?.as_deref(), Some("second"));
 
     namespace.delete().await?;
     wait_for("auto pools reclaimed", TIMEOUT, || async {
@@ -208,17 +214,18 @@ async fn of_two_replicas_only_the_leader_writes_and_the_follower_takes_over() ->
 {
     let _serial = SERIAL.lock().await;
     let client = client().await?;
-    let lease = unique_name("replicas");
+    let kubeconfig = prepare(&client).await?;
     let mut managers: BTreeMap<String, Manager> = BTreeMap::new();
     for identity in ["alpha", "beta"] {
-        let manager = Manager::start(&lease, identity)?;
+        let manager = Manager::start(&kubeconfig, identity)?;
         manager.ready().await?;
         managers.insert(identity.to_string(), manager);
     }
-    let leader = wait_for("a leader", TIMEOUT, || async {
-        Ok(holder(&client, &lease)
+    // The Lease may still name a replica of an earlier scenario until it expires.
+    let leader = wait_for("alpha or beta leading", TIMEOUT, || async {
+        Ok(holder(&client)
             .await?
-            .and_then(|holder| holder.split('_').next().map(str::to_string)))
+            .filter(|holder| managers.contains_key(holder)))
     })
     .await?;
     let follower = if leader == "alpha" { "beta" } else { "alpha" }.to_string();
@@ -298,12 +305,7 @@ async fn of_two_replicas_only_the_leader_writes_and_the_follower_takes_over() ->
         pool_size(&pools[0]) == 6
     })
     .await?;
-    assert_eq!(
-        holder(&client, &lease)
-            .await?
-            .map(|holder| holder.starts_with(follower.as_str())),
-        Some(true)
-    );
+    assert_eq!(holder(&client).await?, Some(follower.clone()));
     let survivor = &managers[&follower];
     assert!(
         survivor

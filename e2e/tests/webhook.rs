@@ -1,9 +1,12 @@
 //! Admission webhooks through the real API server.
 //!
-//! The controller-manager runs with `auto` certificates and registers its own webhook
-//! configurations (`clientConfig.url = https://127.0.0.1:<port>/...`), restricted to this suite:
-//! namespaced kinds only in namespaces labelled `spiderpool-e2e-webhook=true`, cluster-scoped
-//! kinds only for objects with that label. Other suites' objects are never judged.
+//! The controller-manager runs as installed (ServiceAccount and roles of `config/rbac`, `auto`
+//! certificates in `kube-system/spiderpool-controller-server-certs`) and the webhook
+//! configurations are those of `config/webhook/manifests.yaml`, applied by the harness with
+//! `clientConfig.url = https://127.0.0.1:<port>/...` instead of the Service and restricted to this
+//! suite: namespaced kinds only in namespaces labelled `spiderpool-e2e-webhook=true`,
+//! cluster-scoped kinds only for objects with that label. Other suites' objects are never judged.
+//! The controller-manager only injects their `caBundle`, as in a cluster.
 //!
 //! Every golden case asserts the HTTP status and the denial text the client sees. Addresses are
 //! taken from 198.18.0.0/15 (one /24 per test) so tests can run in parallel.
@@ -16,7 +19,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -25,67 +28,50 @@ use spiderpool_api::{
     NetworkAttachmentDefinition, SpiderCoordinator, SpiderIPPool, SpiderMultusConfig,
     SpiderReservedIP, SpiderSubnet,
 };
-use spiderpool_e2e::{client, controller_manager, unique_name, wait_for};
+use spiderpool_e2e::{
+    WEBHOOK_CONFIGURATION, client, controller_manager_with_settings,
+    install_webhook_configurations, unique_name, wait_for,
+};
 
 const LABEL: &str = "spiderpool-e2e-webhook";
-const SETTINGS: &str = "spiderpool-e2e-webhook-conf";
-const NAMESPACE: &str = "default";
+/// `conf.yml` of `kube-system/spiderpool-conf` for this suite.
+const SETTINGS: &str = "enableIPv4: true\nenableIPv6: true\nenableSpiderSubnet: true\nenableValidatingResourcesDeletedWebhook: true\n";
 const TIMEOUT: Duration = Duration::from_secs(30);
 const GROUP: &str = "spiderpool.spidernet.io";
 
-struct Suite {
-    port: u16,
-    configuration: String,
-}
-
-fn suite() -> &'static Suite {
-    static SUITE: OnceLock<Suite> = OnceLock::new();
-    SUITE.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// The port of the webhook server.
+fn port() -> u16 {
+    static PORT: OnceLock<u16> = OnceLock::new();
+    *PORT.get_or_init(|| {
+        std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .map(|address| address.port())
-            .expect("a free port");
-        Suite {
-            port,
-            configuration: unique_name("spiderpool-e2e-webhook"),
-        }
+            .expect("a free port")
     })
 }
 
 fn manager_args() -> Vec<String> {
-    let suite = suite();
     vec![
-        format!("--webhook-addr=127.0.0.1:{}", suite.port),
+        format!("--webhook-addr=127.0.0.1:{}", port()),
         "--webhook-cert-mode=auto".into(),
         "--webhook-extra-sans=127.0.0.1".into(),
-        format!("--webhook-secret-name={}-certs", suite.configuration),
-        format!("--webhook-configuration-name={}", suite.configuration),
-        format!("--webhook-register-url=https://127.0.0.1:{}", suite.port),
-        format!("--webhook-namespace-selector={LABEL}=true"),
-        format!("--webhook-object-selector={LABEL}=true"),
-        format!("--settings-configmap={SETTINGS}"),
         // The suite writes subnet records for workloads that do not exist (G38); a running
         // subnet or application controller would rightly drop them mid-test.
         "--enable-ipam-controllers=false".into(),
     ]
 }
 
-/// Client, settings, the running controller-manager, and webhooks that are in effect.
+/// Client, the installed configurations, the running controller-manager, and webhooks that are
+/// in effect.
 async fn setup() -> anyhow::Result<Client> {
     let client = client().await?;
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
-    let settings: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": SETTINGS},
-        "data": {"conf.yml": "enableIPv4: true\nenableIPv6: true\nenableSpiderSubnet: true\nenableValidatingResourcesDeletedWebhook: true\n"}
-    }))?;
-    match config_maps.create(&PostParams::default(), &settings).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => return Err(error.into()),
-    }
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INSTALLED
+        .get_or_try_init(|| install_webhook_configurations(&client, port(), LABEL))
+        .await?;
     let args = manager_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let manager = controller_manager(&args).await?;
+    let manager = controller_manager_with_settings(Some(SETTINGS), &args).await?;
     wait_for_webhooks(&client)
         .await
         .map_err(|error| error.context(format!("log: {}", manager.log_path.display())))?;
@@ -1542,7 +1528,7 @@ async fn a_webhook_outage_leaves_pods_working_while_pools_fail_closed() -> anyho
     let name = unique_name("spiderpool-e2e-outage");
     let outage = "spiderpool-e2e-webhook-outage";
     let ca = Api::<ValidatingWebhookConfiguration>::all(client.clone())
-        .get(&suite().configuration)
+        .get(WEBHOOK_CONFIGURATION)
         .await?
         .webhooks
         .and_then(|webhooks| webhooks.into_iter().next())
@@ -1620,9 +1606,9 @@ async fn a_webhook_outage_leaves_pods_working_while_pools_fail_closed() -> anyho
 }
 
 #[tokio::test]
-async fn registered_configurations_fail_closed_for_pools_and_open_for_pods() -> anyhow::Result<()> {
+async fn installed_configurations_fail_closed_for_pools_and_open_for_pods() -> anyhow::Result<()> {
     let client = setup().await?;
-    let name = &suite().configuration;
+    let name = WEBHOOK_CONFIGURATION;
     let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .get(name)
         .await?;

@@ -10,16 +10,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use spiderpool_api::{SpiderEndpoint, SpiderIPPool, SpiderReservedIP};
-use spiderpool_e2e::{binary, kubeconfig_path, unique_name, wait_for};
+use spiderpool_e2e::{binary, unique_name, wait_for};
 use tokio::io::AsyncWriteExt;
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,101 +45,13 @@ impl Drop for Scratch {
     }
 }
 
-/// Applies every object of `config/rbac/cni.yaml`.
-async fn apply_cni_rbac(client: &Client) -> anyhow::Result<()> {
-    let path = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../config/rbac/cni.yaml"
-    ));
-    let text = std::fs::read_to_string(&path)?;
-    let params = PatchParams::apply("spiderpool-e2e").force();
-    async fn apply<K>(
-        api: Api<K>,
-        value: serde_yaml::Value,
-        params: &PatchParams,
-    ) -> anyhow::Result<()>
-    where
-        K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
-    {
-        let object: K = serde_yaml::from_value(value)?;
-        api.patch(&object.name_any(), params, &Patch::Apply(&object))
-            .await?;
-        Ok(())
-    }
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_yaml::Value::deserialize(document)?;
-        let kind = value["kind"].as_str().unwrap_or_default().to_string();
-        let namespace = value["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_string();
-        match kind.as_str() {
-            "ServiceAccount" => {
-                apply(
-                    Api::<ServiceAccount>::namespaced(client.clone(), &namespace),
-                    value,
-                    &params,
-                )
-                .await?
-            }
-            "ClusterRole" => apply(Api::<ClusterRole>::all(client.clone()), value, &params).await?,
-            "ClusterRoleBinding" => {
-                apply(
-                    Api::<ClusterRoleBinding>::all(client.clone()),
-                    value,
-                    &params,
-                )
-                .await?
-            }
-            other => anyhow::bail!("unexpected kind {other} in {}", path.display()),
-        }
-    }
-    Ok(())
-}
-
-/// A kubeconfig of the test control plane that authenticates as the `spiderpool-cni`
-/// ServiceAccount of `config/rbac/cni.yaml` (a bound token), written into `dir`.
-async fn cni_kubeconfig(client: &Client, dir: &Path) -> anyhow::Result<PathBuf> {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "kube-system");
-    let request: TokenRequest = serde_json::from_value(json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenRequest",
-        "spec": {"audiences": [], "expirationSeconds": 86400},
-    }))?;
-    let token = accounts
-        .create_token_request("spiderpool-cni", &PostParams::default(), &request)
-        .await?
-        .status
-        .context("TokenRequest without status")?
-        .token;
-    let admin = std::fs::read_to_string(kubeconfig_path())?;
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&admin)?;
-    let users = config["users"]
-        .as_sequence_mut()
-        .context("kubeconfig without users")?;
-    for user in users.iter_mut() {
-        user["user"] = serde_yaml::to_value(json!({"token": token}))?;
-    }
-    let path = dir.join("spiderpool-cni.kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
-    Ok(path)
-}
-
 /// The kubeconfig every plugin call of this test process uses: the plugin's own identity, so
 /// every suite also proves that `config/rbac/cni.yaml` grants what the plugin needs (a missing
 /// verb fails the call with the API server's "forbidden").
 pub async fn plugin_kubeconfig(client: &Client) -> anyhow::Result<PathBuf> {
     static KUBECONFIG: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
     KUBECONFIG
-        .get_or_try_init(|| async {
-            apply_cni_rbac(client).await?;
-            let base = std::env::var_os("SPIDERPOOL_E2E_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(std::env::temp_dir);
-            let dir = base.join(unique_name("cni-identity"));
-            std::fs::create_dir_all(&dir)?;
-            cni_kubeconfig(client, &dir).await
-        })
+        .get_or_try_init(|| spiderpool_e2e::component_kubeconfig(client, "spiderpool-cni"))
         .await
         .cloned()
 }
