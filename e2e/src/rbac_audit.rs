@@ -276,7 +276,8 @@ pub struct Report {
     pub denied: BTreeMap<String, (u64, String)>,
     /// Allowed by something we did not expect: description -> (count, an example URI).
     pub unexpected: BTreeMap<String, (u64, String)>,
-    /// Refused after authorization (admission): description -> count.
+    /// Refused after authorization (admission, e.g. an Event in a namespace being deleted):
+    /// `account verb resource` -> count.
     pub refused_by_admission: BTreeMap<String, u64>,
     /// Exemptions whose grant was used after all.
     pub stale_exemptions: Vec<String>,
@@ -410,9 +411,14 @@ pub fn check(
             ))
             .or_insert(0) += 1;
         if observed.code.is_some_and(|code| code == 403) {
+            let kind = Request {
+                name: String::new(),
+                namespace: String::new(),
+                ..request.clone()
+            };
             *report
                 .refused_by_admission
-                .entry(format!("{} {}", observed.account, describe(request)))
+                .entry(format!("{} {}", observed.account, describe(&kind)))
                 .or_insert(0) += 1;
         }
         // A server-side apply that created the object was authorized as `create` too.

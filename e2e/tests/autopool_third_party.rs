@@ -7,7 +7,8 @@
 //! `ippool-ip-number` and recorded in the subnet; later pods share it; a larger number scales it;
 //! a burst of concurrent first ADDs creates exactly one pool per family and distinct addresses; a
 //! pod without `ippool-ip-number` gets upstream's error and nothing is created; once the
-//! workload and its pods are gone the controller-manager reclaims the pools.
+//! workload and its pods are gone the controller-manager reclaims the pools, for every
+//! pod-owning OpenKruise kind its ClusterRole lists.
 
 mod autopool_support;
 #[path = "ipam_support/mod.rs"]
@@ -28,63 +29,142 @@ use spiderpool_api::SpiderIPPool;
 use spiderpool_e2e::{TestNamespace, client, controller_manager, wait_for};
 
 const GROUP: &str = "apps.kruise.io";
-const VERSION: &str = "v1alpha1";
-const KIND: &str = "CloneSet";
 
-fn clone_set_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, KIND), "clonesets")
+/// An OpenKruise workload kind, served by a schemaless CRD the test installs (the test only needs
+/// objects that own pods).
+struct KruiseKind {
+    kind: &'static str,
+    plural: &'static str,
+    version: &'static str,
 }
 
-/// Installs the CloneSet kind (schemaless: the test only needs objects to own pods).
-async fn install_clone_set_crd(client: &Client) -> anyhow::Result<()> {
-    let crd: CustomResourceDefinition = serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("clonesets.{GROUP}")},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {"plural": "clonesets", "singular": "cloneset", "kind": KIND, "listKind": "CloneSetList"},
-            "versions": [{"name": VERSION, "served": true, "storage": true, "schema": {
-                "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
-            }}],
-        },
-    }))?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        &crd.name_any(),
-        &PatchParams::apply("spiderpool-e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    wait_for("the CloneSet CRD established", TIMEOUT, || async {
-        let crd = crds.get(&format!("clonesets.{GROUP}")).await?;
-        let established = crd
-            .status
-            .and_then(|status| status.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|condition| condition.type_ == "Established" && condition.status == "True");
-        Ok(established.then_some(()))
-    })
-    .await
+const CLONE_SET: KruiseKind = KruiseKind {
+    kind: "CloneSet",
+    plural: "clonesets",
+    version: "v1alpha1",
+};
+const KIND: &str = CLONE_SET.kind;
+
+/// The other pod-owning kinds the controller-manager's ClusterRole lists (Advanced StatefulSet,
+/// BroadcastJob, Advanced DaemonSet).
+const OTHER_KINDS: [KruiseKind; 3] = [
+    KruiseKind {
+        kind: "StatefulSet",
+        plural: "statefulsets",
+        version: "v1beta1",
+    },
+    KruiseKind {
+        kind: "BroadcastJob",
+        plural: "broadcastjobs",
+        version: "v1alpha1",
+    },
+    KruiseKind {
+        kind: "DaemonSet",
+        plural: "daemonsets",
+        version: "v1alpha1",
+    },
+];
+
+impl KruiseKind {
+    fn resource(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(GROUP, self.version, self.kind),
+            self.plural,
+        )
+    }
+
+    async fn install(&self, client: &Client) -> anyhow::Result<()> {
+        let name = format!("{}.{GROUP}", self.plural);
+        let crd: CustomResourceDefinition = serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": name},
+            "spec": {
+                "group": GROUP,
+                "scope": "Namespaced",
+                "names": {"plural": self.plural, "singular": self.kind.to_lowercase(), "kind": self.kind,
+                          "listKind": format!("{}List", self.kind)},
+                "versions": [{"name": self.version, "served": true, "storage": true, "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                }}],
+            },
+        }))?;
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        crds.patch(
+            &name,
+            &PatchParams::apply("spiderpool-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        wait_for(
+            &format!("the {} CRD established", self.kind),
+            TIMEOUT,
+            || async {
+                let crd = crds.get(&name).await?;
+                let established = crd
+                    .status
+                    .and_then(|status| status.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|condition| {
+                        condition.type_ == "Established" && condition.status == "True"
+                    });
+                Ok(established.then_some(()))
+            },
+        )
+        .await
+    }
+
+    /// A workload object; returns its UID.
+    async fn create(&self, client: &Client, namespace: &str, name: &str) -> anyhow::Result<String> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &self.resource());
+        let object =
+            DynamicObject::new(name, &self.resource()).data(json!({"spec": {"replicas": 0}}));
+        let created = api.create(&PostParams::default(), &object).await?;
+        created
+            .uid()
+            .with_context(|| format!("{} without uid", self.kind))
+    }
+
+    async fn delete(&self, client: &Client, namespace: &str, name: &str) -> anyhow::Result<()> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &self.resource());
+        api.delete(name, &DeleteParams::default()).await?;
+        Ok(())
+    }
+
+    /// A pod of the workload, bound to `node`.
+    async fn pod(
+        &self,
+        client: &Client,
+        namespace: &str,
+        node: &str,
+        (owner, owner_uid): (&str, &str),
+        name: &str,
+        annotations: Value,
+    ) -> anyhow::Result<Pod> {
+        create_pod(
+            client,
+            namespace,
+            name,
+            node,
+            json!({
+                "annotations": annotations,
+                "ownerReferences": [{"apiVersion": format!("{GROUP}/{}", self.version), "kind": self.kind,
+                    "name": owner, "uid": owner_uid, "controller": true}],
+            }),
+        )
+        .await
+    }
 }
 
-/// A CloneSet object; returns its UID.
 async fn create_clone_set(client: &Client, namespace: &str, name: &str) -> anyhow::Result<String> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &clone_set_resource());
-    let object =
-        DynamicObject::new(name, &clone_set_resource()).data(json!({"spec": {"replicas": 0}}));
-    let created = api.create(&PostParams::default(), &object).await?;
-    created.uid().context("CloneSet without uid")
+    CLONE_SET.create(client, namespace, name).await
 }
 
 async fn delete_clone_set(client: &Client, namespace: &str, name: &str) -> anyhow::Result<()> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &clone_set_resource());
-    api.delete(name, &DeleteParams::default()).await?;
-    Ok(())
+    CLONE_SET.delete(client, namespace, name).await
 }
 
 /// A pod of the CloneSet, bound to `node`.
@@ -92,22 +172,13 @@ async fn clone_set_pod(
     client: &Client,
     namespace: &str,
     node: &str,
-    (owner, owner_uid): (&str, &str),
+    owner: (&str, &str),
     name: &str,
     annotations: Value,
 ) -> anyhow::Result<Pod> {
-    create_pod(
-        client,
-        namespace,
-        name,
-        node,
-        json!({
-            "annotations": annotations,
-            "ownerReferences": [{"apiVersion": format!("{GROUP}/{VERSION}"), "kind": KIND,
-                "name": owner, "uid": owner_uid, "controller": true}],
-        }),
-    )
-    .await
+    CLONE_SET
+        .pod(client, namespace, node, owner, name, annotations)
+        .await
 }
 
 fn annotations(v4: &str, v6: &str, number: Option<&str>) -> Value {
@@ -135,7 +206,7 @@ fn pool_of(pools: &[SpiderIPPool], prefix: &str) -> anyhow::Result<SpiderIPPool>
 async fn third_party_controllers_get_their_auto_pools_from_the_plugin() -> anyhow::Result<()> {
     let client = client().await?;
     controller_manager(&[]).await?;
-    install_clone_set_crd(&client).await?;
+    CLONE_SET.install(&client).await?;
     let namespace = TestNamespace::create(&client, "third-party").await?;
     let ns = namespace.name.clone();
     let octet = unique_octet();
@@ -337,5 +408,73 @@ async fn third_party_controllers_get_their_auto_pools_from_the_plugin() -> anyho
     for subnet in [&v4, &v6] {
         delete_subnet(&client, subnet).await?;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn pools_of_every_other_listed_openkruise_kind_are_reclaimed_with_their_workload()
+-> anyhow::Result<()> {
+    let client = client().await?;
+    controller_manager(&[]).await?;
+    let namespace = TestNamespace::create(&client, "kruise-kinds").await?;
+    let ns = namespace.name.clone();
+    let octet = unique_octet();
+    let subnet = create_subnet(
+        &client,
+        "kruise-kinds",
+        json!({"subnet": format!("10.{octet}.0.0/24"), "ips": [format!("10.{octet}.0.10-10.{octet}.0.40")]}),
+    )
+    .await?;
+    let scratch = ipam_support::Scratch::new("kruise-kinds")?;
+    let node = ipam_support::SimNode::create(&client, &scratch, &[], "").await?;
+    let config = ipam_support::netconf("1.0.0", &node, json!({}));
+    let mut annotations = json!({ANNO_SUBNET: subnet_annotation(Some(&subnet), None)});
+    annotations[ANNO_IP_NUMBER] = json!("1");
+    for kind in &OTHER_KINDS {
+        kind.install(&client).await?;
+        let name = kind.kind.to_lowercase();
+        let uid = kind.create(&client, &ns, &name).await?;
+        let pod = kind
+            .pod(
+                &client,
+                &ns,
+                &node.name,
+                (&name, &uid),
+                &format!("{name}-0"),
+                annotations.clone(),
+            )
+            .await?;
+        let pod_ref = ipam_support::PodRef::of(&pod);
+        let added = ipam_support::cni("ADD", &pod_ref, "eth0", &config).await?;
+        assert_eq!(added.addresses()?.len(), 1, "{}", kind.kind);
+        assert_eq!(app_pools(&client, kind.kind, &ns, &name).await?.len(), 1);
+
+        // The workload goes, then its pod: the controller-manager finds the workload gone (a
+        // read of its kind) and deletes the pool.
+        kind.delete(&client, &ns, &name).await?;
+        ipam_support::terminate_pod(&client, &ns, &pod.name_any()).await?;
+        let deleted = ipam_support::cni("DEL", &pod_ref, "eth0", &config).await?;
+        anyhow::ensure!(deleted.success, "DEL failed: {}", deleted.stdout);
+        force_delete_pod(&client, &ns, &pod.name_any()).await?;
+        wait_for(
+            &format!("the {} pool reclaimed", kind.kind),
+            TIMEOUT,
+            || async {
+                Ok(app_pools(&client, kind.kind, &ns, &name)
+                    .await?
+                    .is_empty()
+                    .then_some(()))
+            },
+        )
+        .await?;
+    }
+    wait_for(&format!("{subnet} empty"), TIMEOUT, || async {
+        let (records, allocated, _) = subnet_state(&client, &subnet).await?;
+        Ok((records.is_empty() && allocated == 0).then_some(()))
+    })
+    .await?;
+    namespace.delete().await?;
+    node.delete(&client).await?;
+    delete_subnet(&client, &subnet).await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The coordinator's cluster defaults come from the API server: the SpiderCoordinator object and
 //! the pod's `ipam.spidernet.io/default-route-nic` annotation (which wins over the object's
-//! `podDefaultRouteNIC`). A missing object means the built-in defaults, not a failed pod.
+//! `podDefaultRouteNIC`). A missing object means the built-in defaults, not a failed pod. The
+//! reads are made as the plugin runs on a node: ServiceAccount `spiderpool-cni` with the roles of
+//! `config/rbac/cni.yaml`.
 
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -8,11 +10,11 @@ use spiderpool_api::SpiderCoordinator;
 use spiderpool_cni::coordinator::config::FallbackSource;
 use spiderpool_cni::coordinator::kube_fallback::KubeFallback;
 use spiderpool_cni::protocol::K8sArgs;
-use spiderpool_e2e::{TestNamespace, client, kubeconfig_path, unique_name};
+use spiderpool_e2e::{TestNamespace, client, component_kubeconfig, unique_name};
 
-fn fallback(name: &str) -> KubeFallback {
+fn fallback(kubeconfig: &std::path::Path, name: &str) -> KubeFallback {
     KubeFallback {
-        kubeconfig: kubeconfig_path(),
+        kubeconfig: kubeconfig.to_path_buf(),
         coordinator_name: name.to_owned(),
         timeout: std::time::Duration::from_secs(10),
     }
@@ -30,6 +32,7 @@ fn pod_args(namespace: &str, name: &str) -> K8sArgs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_fallback_reads_the_object_and_the_pod_annotation() -> anyhow::Result<()> {
     let client = client().await?;
+    let kubeconfig = component_kubeconfig(&client, "spiderpool-cni").await?;
     let namespace = TestNamespace::create(&client, "coordinator-fallback").await?;
     let coordinator_name = unique_name("scc");
     let coordinators: Api<SpiderCoordinator> = Api::all(client.clone());
@@ -57,13 +60,13 @@ async fn coordinator_fallback_reads_the_object_and_the_pod_annotation() -> anyho
         pods.create(&PostParams::default(), &pod).await?;
     }
 
-    let source = fallback(&coordinator_name);
+    let source = fallback(&kubeconfig, &coordinator_name);
     let ns = namespace.name.clone();
     let (plain, annotated, missing) = tokio::task::spawn_blocking(move || {
         (
             source.load(&pod_args(&ns, "plain")),
             source.load(&pod_args(&ns, "annotated")),
-            fallback("no-such-coordinator").load(&pod_args(&ns, "plain")),
+            fallback(&kubeconfig, "no-such-coordinator").load(&pod_args(&ns, "plain")),
         )
     })
     .await?;

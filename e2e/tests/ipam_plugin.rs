@@ -3,7 +3,7 @@
 //! results, pool ledgers and SpiderEndpoints: every pool source and its precedence, invalid
 //! annotations, multi-NIC, partial failure without leaks, exhaustion, idempotent ADD, DEL,
 //! affinity filters, excluded and reserved addresses, dual stack, StatefulSet and Deployment pods
-//! re-created under the same name, 200 concurrent ADDs on one pool, and an ADD waiting for a full
+//! re-created under the same name, a CronJob's Job pod, 200 concurrent ADDs on one pool, and an ADD waiting for a full
 //! auto pool to grow.
 
 mod ipam_support;
@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -1022,6 +1023,74 @@ async fn deployment_pods_name_their_deployment_and_a_recreated_pod_gets_a_fresh_
     let records = fixture.records(&pool).await?;
     assert!(!holders(&records).contains(&old.uid), "{records:?}");
     assert!(holders(&records).contains(&new.uid), "{records:?}");
+    fixture.finish().await
+}
+
+#[tokio::test]
+async fn job_pods_of_a_cronjob_name_their_cronjob() -> anyhow::Result<()> {
+    let mut fixture = Fixture::new("ipam-cronjob").await?;
+    let third = octet();
+    let pool = fixture.pool("cron", v4_pool(third, "10-20")).await?;
+    let annotation = format!(r#"{{"ipv4":["{pool}"]}}"#);
+    let namespace = fixture.namespace.name.clone();
+    let template = json!({
+        "metadata": {"labels": {"app": "nightly"}, "annotations": {IPPOOL: annotation}},
+        "spec": {
+            "nodeName": fixture.node.name,
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+        },
+    });
+    // A CronJob that never fires and a Job it controls, as its schedule would create one;
+    // kube-controller-manager makes the pod and the plugin resolves Pod -> Job -> CronJob.
+    let cronjobs: Api<CronJob> = Api::namespaced(fixture.client.clone(), &namespace);
+    let cronjob: CronJob = serde_json::from_value(json!({
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 0 1 1 *", "suspend": true, "jobTemplate": {"spec": {"template": template}}},
+    }))?;
+    let cronjob = cronjobs.create(&PostParams::default(), &cronjob).await?;
+    let jobs: Api<Job> = Api::namespaced(fixture.client.clone(), &namespace);
+    let job: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "nightly-1", "ownerReferences": [{
+            "apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly",
+            "uid": cronjob.uid().unwrap_or_default(), "controller": true,
+        }]},
+        "spec": {"template": template},
+    }))?;
+    jobs.create(&PostParams::default(), &job).await?;
+    let pods: Api<Pod> = Api::namespaced(fixture.client.clone(), &namespace);
+    let managed = wait_for("job pod", Duration::from_secs(60), || async {
+        Ok(pods
+            .list(&ListParams::default().labels("app=nightly"))
+            .await?
+            .items
+            .into_iter()
+            .next())
+    })
+    .await?;
+    let managed = PodRef::of(&managed);
+    fixture.add(&managed, "eth0").await?.result()?;
+    let status = endpoint(&fixture.client, &managed.namespace, &managed.name)
+        .await?
+        .and_then(|endpoint| endpoint.status)
+        .expect("endpoint");
+    assert_eq!(
+        (
+            status.owner_controller_type.as_str(),
+            status.owner_controller_name.as_str()
+        ),
+        ("CronJob", "nightly")
+    );
+    cronjobs
+        .delete("nightly", &DeleteParams::background())
+        .await?;
+    delete_pod_now(&fixture.client, &managed.namespace, &managed.name).await?;
+    assert!(fixture.del(&managed, "eth0").await?.success);
     fixture.finish().await
 }
 

@@ -1,10 +1,12 @@
 //! `caBundle` injection in `auto` certificate mode, with the controller-manager running as
 //! installed (ServiceAccount and roles of `config/rbac`): webhook configurations that appear
 //! after it started get the CA of its Secret, and a `caBundle` a user overwrites (a manifest
-//! re-applied with a stale one) is written back. The configurations are those of
+//! re-applied with a stale one) is written back, and a certificate found due for renewal at start-up
+//! is re-issued by the CA already in the Secret. The configurations are those of
 //! `config/webhook/manifests.yaml` (see `install_webhook_configurations`), judging only objects
 //! labelled for this suite; the two tests take turns, since both rewrite them.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -18,7 +20,7 @@ use serde_json::json;
 use spiderpool_api::SpiderIPPool;
 use spiderpool_e2e::{
     MANAGER_NAMESPACE, WEBHOOK_CONFIGURATION, WEBHOOK_SECRET, client, controller_manager,
-    install_webhook_configurations, unique_name, wait_for,
+    install_webhook_configurations, run_dir, unique_name, wait_for,
 };
 
 const LABEL: &str = "spiderpool-e2e-webhook-cabundle";
@@ -38,9 +40,70 @@ fn port() -> u16 {
     })
 }
 
-/// The running controller-manager (webhooks only) and the CA it serves with.
-async fn setup() -> anyhow::Result<(Client, Vec<u8>)> {
+/// What the test left in the certificate Secret before the controller-manager started.
+struct Seeded {
+    ca: Vec<u8>,
+    certificate: Vec<u8>,
+}
+
+/// An earlier installation's Secret whose certificate is due for renewal: the CA and serving
+/// certificate of `webhook-certs/generate.sh`, without the annotations that record the
+/// certificate's names and expiry (so the controller-manager must re-issue it, by that CA).
+async fn seed_secret(client: &Client) -> anyhow::Result<Seeded> {
+    let dir = run_dir().join(unique_name("webhook-cabundle-seed"));
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../webhook-certs/generate.sh");
+    let status = std::process::Command::new(script)
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "webhook-certs/generate.sh failed");
+    let mut files = BTreeMap::new();
+    for file in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
+        files.insert(file.to_string(), ByteString(std::fs::read(dir.join(file))?));
+    }
+    let seeded = Seeded {
+        ca: files["ca.crt"].0.clone(),
+        certificate: files["tls.crt"].0.clone(),
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), MANAGER_NAMESPACE);
+    match secrets
+        .delete(WEBHOOK_SECRET, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => return Err(error.into()),
+    }
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": WEBHOOK_SECRET, "namespace": MANAGER_NAMESPACE},
+        "type": "kubernetes.io/tls",
+    }))?;
+    let secret = Secret {
+        data: Some(files),
+        ..secret
+    };
+    // The previous Secret may still be terminating for a moment.
+    wait_for("the seeded Secret created", TIMEOUT, || async {
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => Ok(Some(())),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    })
+    .await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(seeded)
+}
+
+/// The running controller-manager (webhooks only), started after the Secret was seeded, and
+/// what was seeded.
+async fn setup() -> anyhow::Result<(Client, &'static Seeded)> {
     let client = client().await?;
+    static SEEDED: tokio::sync::OnceCell<Seeded> = tokio::sync::OnceCell::const_new();
+    let seeded = SEEDED.get_or_try_init(|| seed_secret(&client)).await?;
     let args = [
         format!("--webhook-addr=127.0.0.1:{}", port()),
         "--webhook-cert-mode=auto".to_string(),
@@ -50,16 +113,7 @@ async fn setup() -> anyhow::Result<(Client, Vec<u8>)> {
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     controller_manager(&args).await?;
-    // The Secret exists once the webhook server is ready (readiness waits for the certificate).
-    let secret = Api::<Secret>::namespaced(client.clone(), MANAGER_NAMESPACE)
-        .get(WEBHOOK_SECRET)
-        .await?;
-    let ca = secret
-        .data
-        .and_then(|mut data| data.remove("ca.crt"))
-        .map(|ca| ca.0)
-        .ok_or_else(|| anyhow::anyhow!("Secret {WEBHOOK_SECRET} without ca.crt"))?;
-    Ok((client, ca))
+    Ok((client, seeded))
 }
 
 /// The `caBundle` of every webhook of both configurations (`None` for a webhook without one).
@@ -195,12 +249,13 @@ where
 async fn configurations_created_after_the_controller_manager_started_get_the_ca_bundle()
 -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
-    let (client, ca) = setup().await?;
+    let (client, seeded) = setup().await?;
+    let ca = &seeded.ca;
     // The controller-manager runs; the configurations are installed (again) only now, without
     // caBundle, as `kubectl apply -k config/default` would after it.
     delete_configurations(&client).await?;
     install_webhook_configurations(&client, port(), LABEL).await?;
-    wait_injected(&client, &ca).await?;
+    wait_injected(&client, ca).await?;
     wait_webhooks_act(&client).await?;
     Ok(())
 }
@@ -208,13 +263,56 @@ async fn configurations_created_after_the_controller_manager_started_get_the_ca_
 #[tokio::test]
 async fn a_ca_bundle_overwritten_by_a_user_is_restored() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
-    let (client, ca) = setup().await?;
+    let (client, seeded) = setup().await?;
+    let ca = &seeded.ca;
     install_webhook_configurations(&client, port(), LABEL).await?;
-    wait_injected(&client, &ca).await?;
+    wait_injected(&client, ca).await?;
     let stale = b"-----BEGIN CERTIFICATE-----\nstale\n-----END CERTIFICATE-----\n";
     overwrite::<MutatingWebhookConfiguration>(&client, stale).await?;
     overwrite::<ValidatingWebhookConfiguration>(&client, stale).await?;
-    wait_injected(&client, &ca).await?;
+    wait_injected(&client, ca).await?;
+    wait_webhooks_act(&client).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_certificate_due_for_renewal_at_start_up_is_reissued_by_the_same_ca() -> anyhow::Result<()>
+{
+    let _serial = SERIAL.lock().await;
+    let (client, seeded) = setup().await?;
+    // The webhook server is ready, so the certificate it serves has been stored.
+    let secret = Api::<Secret>::namespaced(client.clone(), MANAGER_NAMESPACE)
+        .get(WEBHOOK_SECRET)
+        .await?;
+    let data = secret.data.clone().unwrap_or_default();
+    assert_eq!(
+        data.get("ca.crt").map(|ca| &ca.0),
+        Some(&seeded.ca),
+        "the CA is kept"
+    );
+    assert_ne!(
+        data.get("tls.crt").map(|certificate| &certificate.0),
+        Some(&seeded.certificate),
+        "the serving certificate is re-issued"
+    );
+    // The controller-manager's record of the new certificate's expiry (unix seconds).
+    let not_after: i64 = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get("spiderpool.spidernet.io/webhook-cert-not-after"))
+        .and_then(|value| value.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no expiry recorded on Secret {WEBHOOK_SECRET}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    assert!(
+        not_after > i64::try_from(now)? + 300 * 86_400,
+        "renewed for a year: {not_after}"
+    );
+    // The API server verifies the renewed certificate with the kept CA.
+    install_webhook_configurations(&client, port(), LABEL).await?;
+    wait_injected(&client, &seeded.ca).await?;
     wait_webhooks_act(&client).await?;
     Ok(())
 }
