@@ -542,7 +542,7 @@ pub fn render(report: &Report) -> String {
     for (account, grants) in &report.grants {
         out.push_str(&format!("ServiceAccount {account}\n"));
         out.push_str(&format!(
-            "  {:<34} {:>4}  {:<30} {:<32} {:<36} {:<16} {:>8}\n",
+            "  {:<33} {:>4}  {:<28} {:<31} {:<34} {:<16} {:>8}\n",
             "role", "rule", "apiGroup", "resource", "resourceNames", "verb", "requests"
         ));
         for grant in grants {
@@ -557,7 +557,7 @@ pub fn render(report: &Report) -> String {
                 _ => String::new(),
             };
             out.push_str(&format!(
-                "  {:<34} {:>4}  {:<30} {:<32} {:<36} {:<16} {:>8}{flag}\n",
+                "  {:<33} {:>4}  {:<28} {:<31} {:<34} {:<16} {:>8}{flag}\n",
                 grant.role,
                 grant.rule,
                 api_group,
