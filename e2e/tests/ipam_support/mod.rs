@@ -27,10 +27,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(prefix: &str) -> anyhow::Result<Scratch> {
-        let base = std::env::var_os("SPIDERPOOL_E2E_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(unique_name(prefix));
+        let dir = spiderpool_e2e::run_dir().join(unique_name(prefix));
         std::fs::create_dir_all(&dir)?;
         Ok(Scratch { dir })
     }
