@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use super::field::Denial;
+use super::field::{BadValue, Denial, FieldError, GROUP};
 use super::handlers::{self, WebhookState};
 use super::metrics::RequestLabels;
 
@@ -241,13 +241,55 @@ fn json_response<T: Serialize>(value: &T) -> Response {
     }
 }
 
-/// Decodes the request's object (or old object) into a typed kind.
+/// Decodes the request's object (or old object) into a typed kind. An object that does not fit
+/// the type (a required field left out, a wrong type) is denied as Kubernetes denies invalid
+/// objects, naming the field: mutating webhooks run before the API server checks the schema.
 pub fn typed<K: DeserializeOwned>(object: Option<&DynamicObject>, what: &str) -> Result<K, Denial> {
     let object =
         object.ok_or_else(|| Denial::BadRequest(format!("the review carries no {what}")))?;
-    serde_json::to_value(object)
-        .and_then(serde_json::from_value)
-        .map_err(|error| Denial::BadRequest(format!("cannot decode the {what}: {error}")))
+    let value = serde_json::to_value(object)
+        .map_err(|error| Denial::BadRequest(format!("cannot decode the {what}: {error}")))?;
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let kind = object
+            .types
+            .as_ref()
+            .map(|types| types.kind.clone())
+            .unwrap_or_default();
+        let group = object
+            .types
+            .as_ref()
+            .and_then(|types| types.api_version.split_once('/'))
+            .map(|(group, _)| group)
+            .unwrap_or_default();
+        Denial::InvalidIn {
+            group: if group == GROUP { GROUP } else { "" },
+            kind,
+            name: object.metadata.name.clone().unwrap_or_default(),
+            errors: vec![decode_error(
+                &error.path().to_string(),
+                &error.inner().to_string(),
+            )],
+        }
+    })
+}
+
+/// The field error of a serde failure at `path` (`.` for the top level).
+fn decode_error(path: &str, message: &str) -> FieldError {
+    let parent = path.trim_start_matches('.').trim_matches('?');
+    let join = |field: &str| {
+        if parent.is_empty() {
+            field.to_string()
+        } else {
+            format!("{parent}.{field}")
+        }
+    };
+    match message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        Some(field) => FieldError::required(join(field), ""),
+        None => FieldError::invalid(parent, BadValue::Omitted, message),
+    }
 }
 
 /// The JSON patch turning `before` into `after`.
@@ -370,6 +412,54 @@ mod tests {
         assert_eq!(
             status["details"]["causes"][0]["field"],
             json!("spec.podRPFilter")
+        );
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use serde_json::json;
+    use spiderpool_api::SpiderIPPool;
+
+    use super::*;
+
+    fn object(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).expect("a dynamic object")
+    }
+
+    #[test]
+    fn a_pool_without_subnet_is_denied_naming_spec_subnet() {
+        let pool = object(json!({
+            "apiVersion": "spiderpool.spidernet.io/v2beta1", "kind": "SpiderIPPool",
+            "metadata": {"name": "p"}, "spec": {"ips": ["10.0.0.1"]},
+        }));
+        let Err(denial) = typed::<SpiderIPPool>(Some(&pool), "object") else {
+            panic!("decoded a pool without subnet");
+        };
+        assert_eq!(
+            denial.message(),
+            "SpiderIPPool.spiderpool.spidernet.io \"p\" is invalid: spec.subnet: Required value"
+        );
+        assert_eq!(denial.code(), 422);
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named() {
+        let pool = object(json!({
+            "apiVersion": "spiderpool.spidernet.io/v2beta1", "kind": "SpiderIPPool",
+            "metadata": {"name": "p"}, "spec": {"subnet": "10.0.0.0/24", "ipVersion": "four"},
+        }));
+        let Err(denial) = typed::<SpiderIPPool>(Some(&pool), "object") else {
+            panic!("decoded a string ipVersion");
+        };
+        let message = denial.message();
+        assert!(
+            message.starts_with("SpiderIPPool.spiderpool.spidernet.io \"p\" is invalid: spec.ipVersion: Invalid value"),
+            "{message}"
+        );
+        assert!(
+            message.contains("invalid type: string \"four\""),
+            "{message}"
         );
     }
 }
