@@ -44,6 +44,10 @@ func main() {
 		os.Exit(runKubectl(os.Args[2:]))
 	case "kcm":
 		os.Exit(runKCM(os.Args[2:]))
+	case "kubelet":
+		os.Exit(runKubelet(os.Args[2:]))
+	case "kube-scheduler":
+		os.Exit(runScheduler(os.Args[2:]))
 	case "-h", "--help", "help":
 		usage()
 	default:
