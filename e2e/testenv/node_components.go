@@ -4,8 +4,8 @@ import (
 	"context"
 
 	"k8s.io/component-base/cli"
-	kubeletapp "k8s.io/kubernetes/cmd/kubelet/app"
 	schedulerapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubeletapp "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 // runKubelet is the child process `testenv kubelet ARGS`: the upstream cmd/kubelet main. Like
