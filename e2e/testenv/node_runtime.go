@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"sync"
@@ -97,9 +98,12 @@ func criClient(socket string) (criapi.RuntimeService, error) {
 // criReady returns nil when the CRI runtime answers and reports RuntimeReady and NetworkReady
 // (the latter needs a CNI config in conf_dir).
 func criReady(socket string) error {
-	if _, err := os.Stat(socket); err != nil {
+	// A plain dial first: gRPC would log every refused connection to a stale socket.
+	conn, err := net.DialTimeout("unix", socket, time.Second)
+	if err != nil {
 		return err
 	}
+	conn.Close()
 	rs, err := criClient(socket)
 	if err != nil {
 		return err
