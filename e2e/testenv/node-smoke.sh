@@ -20,8 +20,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 log() { echo "node-smoke: $*" >&2; }
-now() { date +%s.%N; }
-since() { printf '%.1fs' "$(echo "$(now) - $1" | bc)"; }
+now() { date +%s%N; }
+since() { local ms=$(( ($(now) - $1) / 1000000 )); printf '%d.%03ds' $((ms / 1000)) $((ms % 1000)); }
 
 # ---- host snapshot ------------------------------------------------------------------------
 
