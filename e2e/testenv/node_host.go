@@ -44,7 +44,6 @@ var hostSysctls = []string{
 // whatever they are configured with; each is removed at teardown if it did not exist before.
 var hostDirs = []string{
 	"/run/containerd",     // containerd: shim sockets (/run/containerd/s), runc state (runc/k8s.io)
-	"/run/netns",          // CRI network namespaces cni-*; containerd makes it a shared bind mount
 	"/var/lib/cni",        // libcni's result cache
 	"/var/lib/kubelet",    // kubelet: device-plugins socket directory, whatever --root-dir says
 	"/var/log/containers", // kubelet: per-container log symlinks
@@ -56,6 +55,11 @@ var hostDirs = []string{
 	"/etc/cni",                // CNI conf_dir
 	"/opt/cni",                // CNI bin_dir
 }
+
+// netnsDir holds the CRI network namespaces (cni-*, bind mounts of nsfs); containerd makes the
+// directory itself a shared bind mount. Other software (tests) may keep namespaces there too,
+// so only cni-* entries are ours.
+const netnsDir = "/run/netns"
 
 // nodeChainPrefixes: iptables chains the node's components create (kubelet: KUBE-FIREWALL,
 // KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT; CNI plugins: CNI-*). A chain with such a name that
@@ -83,12 +87,12 @@ func recordHost(cfg *nodeConfig) (*hostState, error) {
 			h.Sysctls[k] = v
 		}
 	}
-	for _, d := range hostDirs {
+	for _, d := range append([]string{netnsDir}, hostDirs...) {
 		_, err := os.Lstat(d)
 		h.Dirs[d] = err == nil
 	}
-	h.Mounts = mountsUnder(watchedPrefixes(cfg))
-	h.Netns = listDir("/run/netns")
+	h.Mounts = mountsUnder(append(watchedPrefixes(cfg), netnsDir))
+	h.Netns = listDir(netnsDir)
 	for _, bin := range iptablesBins {
 		for _, table := range iptablesTables {
 			rules, err := iptablesRules(bin, table)
@@ -120,7 +124,7 @@ func restoreHost(cfg *nodeConfig, logf func(string, ...any)) error {
 	}{
 		{"kill the node's processes", func() error { return killNodeProcesses(cfg) }},
 		{"unmount", func() error { return unmountNew(watchedPrefixes(cfg), before.Mounts) }},
-		{"network namespaces", func() error { return removeNew("/run/netns", before.Netns) }},
+		{"network namespaces", func() error { return removeCNINetns(&before) }},
 		{"links", func() error { return deleteNodeLinks(cfg) }},
 		{"iptables", func() error { return removeNewChains(before.Chains) }},
 		{"nftables", func() error { return removeNewNftTables(before.NftTables) }},
@@ -142,16 +146,17 @@ func watchedPrefixes(cfg *nodeConfig) []string { return append([]string{cfg.Dir}
 
 // ---- processes
 
-// killNodeProcesses kills what is left of the node: containerd, shims, kubelet and scheduler
-// (found by their command line naming DIR/node) and every process in the kubepods cgroups (the
-// Pods' containers). Normally nothing is left; after a SIGKILLed `up` the shims and Pods are.
+// killNodeProcesses kills what is left of the node: containerd, shims, kubelet, scheduler and
+// controller-manager (found by their command line naming DIR) and every process in the kubepods
+// cgroups (the Pods' containers). Normally nothing is left; after a SIGKILLed `up` the shims
+// and Pods are.
 func killNodeProcesses(cfg *nodeConfig) error {
 	self, _ := os.Executable()
 	ours := func(argv []string) bool {
 		exe := filepath.Base(argv[0])
 		isComponent := exe == "containerd" || strings.HasPrefix(exe, "containerd-shim") ||
-			(argv[0] == self && len(argv) > 1 && (argv[1] == "kubelet" || argv[1] == "kube-scheduler"))
-		return isComponent && strings.Contains(strings.Join(argv, " "), cfg.Dir)
+			(exe == filepath.Base(self) && len(argv) > 1 && slices.Contains([]string{"kubelet", "kube-scheduler", "kcm"}, argv[1]))
+		return isComponent && strings.Contains(strings.Join(argv, " "), cfg.StateDir+"/")
 	}
 	for _, pid := range findProcesses(ours) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -352,18 +357,34 @@ func listDir(dir string) []string {
 	return names
 }
 
-// removeNew removes the entries of dir that are not in keep (the network namespace files
-// containerd created; they are plain files once unmounted).
-func removeNew(dir string, keep []string) error {
+// removeCNINetns unmounts and removes the cni-* network namespaces that did not exist before,
+// then undoes containerd's bind mount of /run/netns and the directory itself if they are new
+// and nothing else lives there.
+func removeCNINetns(before *hostState) error {
 	var errs []error
-	for _, name := range listDir(dir) {
-		if !slices.Contains(keep, name) {
-			if err := os.Remove(filepath.Join(dir, name)); err != nil {
-				errs = append(errs, err)
-			}
+	for _, name := range listDir(netnsDir) {
+		if !strings.HasPrefix(name, "cni-") || slices.Contains(before.Netns, name) {
+			continue
+		}
+		p := filepath.Join(netnsDir, name)
+		if err := unmountNew([]string{p}, nil); err != nil {
+			errs = append(errs, err)
+		} else if err := os.Remove(p); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	if len(listDir(netnsDir)) > 0 || len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if err := unmountNew([]string{netnsDir}, before.Mounts); err != nil {
+		return err
+	}
+	if !before.Dirs[netnsDir] {
+		if err := os.Remove(netnsDir); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	return nil
 }
 
 // removeNewDirs removes the hostDirs that did not exist before, unless something is still

@@ -117,12 +117,11 @@ func runUp(argv []string) int {
 
 // cluster is one `testenv up`: what it started, so that shutdown stops exactly that.
 type cluster struct {
-	opts      *upOptions
-	dir       string
-	logf      func(string, ...any)
-	sigs      chan os.Signal
-	signalled bool
-	deadline  <-chan time.Time
+	opts     *upOptions
+	dir      string
+	logf     func(string, ...any)
+	sigs     chan os.Signal
+	deadline <-chan time.Time
 
 	p          *pki
 	etcd       *embed.Etcd
@@ -249,7 +248,6 @@ func (c *cluster) waitForEnd() int {
 	}
 	select {
 	case s := <-c.sigs:
-		c.signalled = true
 		c.logf("%s: shutting down", s)
 		return 0
 	case <-c.api.done:
@@ -328,7 +326,6 @@ func (c *cluster) waitFor(cond func() bool, watched ...*exited) error {
 		case e := <-anyExited:
 			return fmt.Errorf("%s exited: %v", e.name, e.err)
 		case s := <-c.sigs:
-			c.signalled = true
 			return fmt.Errorf("interrupted by %s", s)
 		case <-c.deadline:
 			return errors.New("timed out")
