@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 
+	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	certutil "k8s.io/client-go/util/cert"
@@ -100,8 +103,8 @@ func writeKubeconfig(path, server string, p *pki) error {
 }
 
 // apiserverArgs are the kube-apiserver flags. withKCM decides whether admission plugins that rely
-// on controllers stay enabled.
-func apiserverArgs(etcdURL string, port int, p *pki, withKCM bool) []string {
+// on controllers stay enabled; withNode turns on aggregator routing; extra (audit) is appended.
+func apiserverArgs(etcdURL string, port int, p *pki, withKCM, withNode bool, extra []string) []string {
 	args := []string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
@@ -119,6 +122,10 @@ func apiserverArgs(etcdURL string, port int, p *pki, withKCM bool) []string {
 		// The default "lease" reconciler would publish 127.0.0.1 as the endpoint of the
 		// `kubernetes` Service, which Endpoints validation rejects (loopback); no one needs it here.
 		"--endpoint-reconciler-type=none",
+		// Shutdown otherwise waits up to --request-timeout (60s) for open watches (tests' and
+		// controllers' clients) and then reports failure; this mode drains the non-watch requests,
+		// then gives the HTTP server 2s.
+		"--shutdown-send-retry-after=true",
 		"--profiling=false",
 		"-v=0",
 	}
@@ -128,14 +135,29 @@ func apiserverArgs(etcdURL string, port int, p *pki, withKCM bool) []string {
 		// admission (and all other defaults) stay on: the project's webhooks are tested against it.
 		args = append(args, "--disable-admission-plugins=ServiceAccount")
 	}
-	return args
+	if withNode {
+		// There is no kube-proxy, so a Service's ClusterIP leads nowhere: call admission webhooks
+		// (and aggregated APIs) behind a Service at one of its endpoints (EndpointSlices) instead.
+		args = append(args, "--enable-aggregator-routing=true")
+	}
+	return append(args, extra...)
 }
 
-// runAPIServer runs kube-apiserver in this process until its signal context is cancelled
-// (NewAPIServerCommand installs the process's SIGTERM/SIGINT handler itself). It returns when
-// the server has shut down, or early with an error if it cannot start.
-func runAPIServer(args []string) error {
+// newAPIServerCommand returns the upstream kube-apiserver command. Creating it installs the
+// process's SIGTERM/SIGINT handler (genericapiserver.SetupSignalContext), which would stop the
+// apiserver at the first signal and exit the process at the second. testenv must keep the
+// apiserver running while it tears a node down (pods are deleted through it), so it takes both
+// signals back: the apiserver is stopped by stopAPIServer (genericapiserver.RequestShutdown)
+// when testenv decides. The caller must call signal.Notify for its own channel afterwards.
+func newAPIServerCommand() *cobra.Command {
 	command := app.NewAPIServerCommand()
+	signal.Reset(syscall.SIGTERM, syscall.SIGINT)
+	return command
+}
+
+// runAPIServer runs kube-apiserver in this process until stopAPIServer is called. It returns
+// when the server has shut down, or early with an error if it cannot start.
+func runAPIServer(command *cobra.Command, args []string) error {
 	command.SetArgs(args)
 	return cli.RunNoErrOutput(command)
 }

@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Build the testenv binary (etcd + kube-apiserver + kube-controller-manager + kubectl v1.36.3)
-# into a cache directory outside the work tree, keyed by the hash of its sources, and print its
-# path as the last line of stdout. Everything else goes to stderr.
+# Build the testenv binary (etcd + kube-apiserver + kube-controller-manager + kube-scheduler +
+# kubelet + kubectl v1.36.3) and, next to it, the two binaries its node mode needs: `pause` (the
+# sandbox image's only file) and `multus` (Multus CNI v4.3.0 thin plugin). All land in one cache
+# directory outside the work tree, keyed by the hash of their sources; the testenv path is the
+# last line of stdout. Everything else goes to stderr.
 #
 #   TESTENV="$(e2e/testenv/build.sh)" && "$TESTENV" up --dir /tmp/te --with-controller-manager
+#
+# Layout (testenv finds pause and multus in its own directory):
+#   ~/.cache/spiderpool-rs/testenv/<key>/{testenv,pause,multus}
+#   ~/.cache/spiderpool-rs/multus/<mkey>/multus   built once per multus/go.{mod,sum}, copied above,
+#                                                 so a testenv source change does not rebuild it
 #
 # A cold build (empty Go build cache) takes several minutes on 2 cores; later builds with the
 # same sources print the cached path at once, and with changed sources reuse the Go build cache.
@@ -12,17 +19,27 @@ cd "$(dirname "$0")"
 
 K8S_VERSION=v1.36.3   # keep in step with go.mod (gen-replaces.sh)
 MAJOR=1 MINOR=36
+MULTUS_MODULE=gopkg.in/k8snetworkplumbingwg/multus-cni.v4
+MULTUS_VERSION="$(sed -n "s#^[[:space:]]*${MULTUS_MODULE//./\\.} \(v[^ ]*\).*#\1#p" multus/go.mod)"
 
-key="$( { cat go.mod go.sum; for f in $(ls ./*.go | LC_ALL=C sort); do echo "== $f"; cat "$f"; done; } |
-  sha256sum | cut -c1-16)"
-outdir="${XDG_CACHE_HOME:-$HOME/.cache}/spiderpool-rs/testenv/${key}"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+# go.sum files are committed; -mod=mod lets go fill in nothing but what go.sum already pins.
+
+hash_files() { for f in "$@"; do echo "== $f"; cat "$f"; done | sha256sum | cut -c1-16; }
+
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/spiderpool-rs"
+key="$(hash_files go.mod go.sum $(ls ./*.go pause/*.go | LC_ALL=C sort) multus/go.mod multus/go.sum)"
+outdir="${cache}/testenv/${key}"
 bin="${outdir}/testenv"
+mkey="$(hash_files multus/go.mod multus/go.sum)"
+mdir="${cache}/multus/${mkey}"
 
-if [ ! -x "$bin" ]; then
-  mkdir -p "$outdir"
-  export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
-  # go.sum is committed; -mod=mod lets go fill in nothing but what go.sum already pins.
-  pkg=k8s.io/component-base/version
+# prune DIR N: keep the N most recently built subdirectories of DIR (a running binary survives
+# its deletion).
+prune() { ls -dt "$1"/*/ 2>/dev/null | tail -n +"$(( $2 + 1 ))" | xargs -r rm -rf; }
+
+build_testenv() {
+  local pkg=k8s.io/component-base/version ldflags start
   ldflags="-s -w -X ${pkg}.gitVersion=${K8S_VERSION} -X ${pkg}.gitMajor=${MAJOR} -X ${pkg}.gitMinor=${MINOR}"
   # gitCommit: a module zip has no commit; empty beats the "$Format:%H$" placeholder.
   ldflags+=" -X ${pkg}.gitCommit= -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -31,8 +48,36 @@ if [ ! -x "$bin" ]; then
   # -p 2: two cores; more parallel compile jobs only add memory pressure.
   go build -p 2 -trimpath -ldflags "$ldflags" -o "${bin}.tmp" . >&2
   mv "${bin}.tmp" "$bin"
-  echo "built in $(( $(date +%s) - start ))s: $(du -h "$bin" | cut -f1)" >&2
-  # Keep the three most recent builds (~130 MB each); a running binary survives its deletion.
-  ls -dt "${outdir%/*}"/*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
+  echo "built testenv in $(( $(date +%s) - start ))s: $(du -h "$bin" | cut -f1)" >&2
+}
+
+build_pause() {
+  go build -p 2 -trimpath -ldflags "-s -w" -o "${outdir}/pause.tmp" ./pause >&2
+  mv "${outdir}/pause.tmp" "${outdir}/pause"
+}
+
+# Multus is its own module (multus/go.mod) because it pins other k8s.io versions than
+# Kubernetes v1.36.3; its go.mod names the plugin with a `tool` directive.
+build_multus() {
+  local start
+  mkdir -p "$mdir"
+  echo "building multus ${MULTUS_VERSION} into ${mdir} ..." >&2
+  start=$(date +%s)
+  (cd multus && go build -p 2 -trimpath \
+    -ldflags "-s -w -X ${MULTUS_MODULE}/pkg/multus.version=${MULTUS_VERSION}" \
+    -o "${mdir}/multus.tmp" "${MULTUS_MODULE}/cmd/multus") >&2
+  mv "${mdir}/multus.tmp" "${mdir}/multus"
+  echo "built multus in $(( $(date +%s) - start ))s: $(du -h "${mdir}/multus" | cut -f1)" >&2
+  prune "${cache}/multus" 2
+}
+
+mkdir -p "$outdir"
+[ -x "$bin" ] || build_testenv
+[ -x "${outdir}/pause" ] || build_pause
+if [ ! -x "${outdir}/multus" ]; then
+  [ -x "${mdir}/multus" ] || build_multus
+  cp "${mdir}/multus" "${outdir}/multus.tmp" && mv "${outdir}/multus.tmp" "${outdir}/multus"
 fi
+# Keep the three most recent builds (~150 MB each).
+prune "${cache}/testenv" 3
 echo "$bin"

@@ -11,39 +11,78 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+	"go.etcd.io/etcd/server/v3/embed"
 	"golang.org/x/sys/unix"
+	genericapiserver "k8s.io/apiserver/pkg/server"
 )
 
-func runUp(argv []string) int {
+type upOptions struct {
+	dir      string
+	withKCM  bool
+	withNode bool
+	port     int
+	keepData bool
+	timeout  time.Duration
+	underlay []string // --underlay-nics
+}
+
+func parseUpFlags(argv []string) (*upOptions, bool) {
+	o := &upOptions{}
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
-	dir := fs.String("dir", "", "state directory (created; etcd data, certs, kubeconfig, logs)")
-	withKCM := fs.Bool("with-controller-manager", false, "also run kube-controller-manager (child process)")
-	port := fs.Int("port", 0, "apiserver port on 127.0.0.1 (0: pick a free one)")
-	keepData := fs.Bool("keep-data", false, "reuse DIR/etcd from an earlier run instead of starting empty")
-	timeout := fs.Duration("timeout", 3*time.Minute, "give up if not ready within this time")
-	if err := fs.Parse(argv); err != nil {
-		return 2
+	fs.StringVar(&o.dir, "dir", "", "state directory (created; etcd data, certs, kubeconfig, logs)")
+	fs.BoolVar(&o.withKCM, "with-controller-manager", false, "also run kube-controller-manager (child process)")
+	fs.BoolVar(&o.withNode, "with-node", false, "also run a real node: containerd, kube-scheduler, kubelet, Multus (root only; implies --with-controller-manager)")
+	nics := fs.String("underlay-nics", "tu0,tu1", "with --with-node: veth pairs NAME/NAME-peer to create as the node's underlay NICs")
+	fs.IntVar(&o.port, "port", 0, "apiserver port on 127.0.0.1 (0: pick a free one)")
+	fs.BoolVar(&o.keepData, "keep-data", false, "reuse DIR/etcd from an earlier run instead of starting empty")
+	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "give up if not ready within this time")
+	if err := fs.Parse(argv); err != nil || o.dir == "" || fs.NArg() != 0 {
+		return nil, false
 	}
-	if *dir == "" || fs.NArg() != 0 {
+	if o.withNode {
+		o.withKCM = true // Deployments, ServiceAccounts and EndpointSlices need controllers
+		for _, n := range strings.Split(*nics, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				o.underlay = append(o.underlay, n)
+			}
+		}
+	}
+	return o, true
+}
+
+func runUp(argv []string) int {
+	o, ok := parseUpFlags(argv)
+	if !ok {
 		usage()
 		return 2
 	}
-	abs, err := filepath.Abs(*dir)
+	abs, err := filepath.Abs(o.dir)
 	if err == nil {
 		err = os.MkdirAll(abs, 0o755)
 	}
-	if err == nil && !*keepData {
+	if err == nil && !o.keepData {
 		err = os.RemoveAll(filepath.Join(abs, "etcd"))
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testenv:", err)
 		return 1
+	}
+	o.dir = abs
+
+	var nd *node
+	if o.withNode {
+		// Checked before anything is started or touched: a failure here changes nothing.
+		if nd, err = newNode(o); err != nil {
+			fmt.Fprintln(os.Stderr, "testenv:", err)
+			return 1
+		}
 	}
 
 	// stdout must carry only the READY line, but the apiserver (klog, cobra, client-go) and
@@ -54,121 +93,202 @@ func runUp(argv []string) int {
 		fmt.Fprintln(os.Stderr, "testenv:", err)
 		return 1
 	}
-	logf := func(format string, a ...any) { fmt.Fprintf(errOut, "testenv: "+format+"\n", a...) }
-
-	// Our own handler, in addition to the one NewAPIServerCommand installs (which cancels the
-	// apiserver's context on the first signal and exits the process on the second).
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-
-	p, err := writePKI(abs)
-	if err != nil {
-		logf("%v", err)
-		return 1
+	c := &cluster{opts: o, dir: abs, node: nd, api: &exited{name: "kube-apiserver", done: make(chan struct{})}}
+	c.logf = func(format string, a ...any) { fmt.Fprintf(errOut, "testenv: "+format+"\n", a...) }
+	if nd != nil {
+		nd.logf = c.logf
 	}
-	etcd, etcdURL, err := startEtcd(abs)
-	if err != nil {
-		logf("%v (see %s/etcd.log)", err, abs)
-		return 1
-	}
-	defer etcd.Close() // last: after the apiserver has stopped using it
 
-	if *port == 0 {
-		if *port, err = freePort(); err != nil {
-			logf("%v", err)
-			return 1
+	// Created before our own signal handler: see newAPIServerCommand.
+	apiCmd := newAPIServerCommand()
+	c.sigs = make(chan os.Signal, 2)
+	signal.Notify(c.sigs, syscall.SIGTERM, syscall.SIGINT)
+
+	start := time.Now()
+	if err := c.start(apiCmd); err != nil {
+		c.logf("%v", err)
+		return c.shutdown(1)
+	}
+	fmt.Fprintf(out, "TESTENV READY kubeconfig=%s\n", c.kubeconfig)
+	out.Sync()
+	c.logf("ready in %s: %s (logs in %s)", time.Since(start).Round(time.Millisecond), c.server, abs)
+	return c.shutdown(c.waitForEnd())
+}
+
+// cluster is one `testenv up`: what it started, so that shutdown stops exactly that.
+type cluster struct {
+	opts     *upOptions
+	dir      string
+	logf     func(string, ...any)
+	sigs     chan os.Signal
+	deadline <-chan time.Time
+
+	p          *pki
+	etcd       *embed.Etcd
+	api        *exited
+	apiStarted bool
+	port       int
+	server     string
+	kubeconfig string
+	client     *http.Client
+	kcm        *child
+	node       *node
+}
+
+// start brings everything up; on error, shutdown stops whatever was started.
+func (c *cluster) start(apiCmd *cobra.Command) error {
+	c.deadline = time.After(c.opts.timeout)
+	var err error
+	if c.p, err = writePKI(c.dir); err != nil {
+		return err
+	}
+	if c.node != nil {
+		// containerd, images, CNI config and underlay NICs do not need the control plane:
+		// prepare them while it starts.
+		if err := c.node.prepareInBackground(); err != nil {
+			return err
 		}
 	}
-	server := fmt.Sprintf("https://127.0.0.1:%d", *port)
-	api := &exited{done: make(chan struct{})}
-	go func() {
-		api.err = runAPIServer(apiserverArgs(etcdURL, *port, p, *withKCM))
-		close(api.done)
-	}()
-	// stop shuts the apiserver down; a signal already received has started that by itself.
-	signalled := false
-	stop := func(code int) int { return stopAPIServer(api, signalled, logf, code) }
-
-	kubeconfig := filepath.Join(abs, "kubeconfig")
-	if err := writeKubeconfig(kubeconfig, server, p); err != nil {
-		logf("write kubeconfig: %v", err)
-		return stop(1)
+	var etcdURL string
+	if c.etcd, etcdURL, err = startEtcd(c.dir); err != nil {
+		return fmt.Errorf("%v (see %s/etcd.log)", err, c.dir)
 	}
-	env := fmt.Sprintf("KUBECONFIG=%s\nAPISERVER_URL=%s\nTESTENV_TOKEN=%s\nTESTENV_CA=%s\n", kubeconfig, server, p.token, p.caCert)
-	if err := os.WriteFile(filepath.Join(abs, "env"), []byte(env), 0o600); err != nil {
-		logf("write env: %v", err)
-		return stop(1)
+	if c.port = c.opts.port; c.port == 0 {
+		if c.port, err = freePort(); err != nil {
+			return err
+		}
 	}
-
-	client, err := apiClient(p)
+	audit, err := auditArgs(c.dir)
 	if err != nil {
-		logf("%v", err)
-		return stop(1)
+		return err
 	}
-	start := time.Now()
-	deadline := time.After(*timeout)
-	get := func(base, path string) bool { return httpOK(client, base+path, p.token) }
+	c.server = fmt.Sprintf("https://127.0.0.1:%d", c.port)
+	args := apiserverArgs(etcdURL, c.port, c.p, c.opts.withKCM, c.opts.withNode, audit)
+	c.apiStarted = true
+	go func() {
+		c.api.err = runAPIServer(apiCmd, args)
+		close(c.api.done)
+	}()
 
+	c.kubeconfig = filepath.Join(c.dir, "kubeconfig")
+	if err := writeKubeconfig(c.kubeconfig, c.server, c.p); err != nil {
+		return fmt.Errorf("write kubeconfig: %w", err)
+	}
+	if err := c.writeEnv(nil); err != nil {
+		return err
+	}
+	if c.client, err = apiClient(c.p); err != nil {
+		return err
+	}
 	// Ready = /readyz green (all post-start hooks, incl. RBAC bootstrap policy) and the default
 	// namespace created by the apiserver's system-namespaces controller.
-	if err := waitFor(func() bool {
-		return get(server, "/readyz") && get(server, "/api/v1/namespaces/default")
-	}, api, nil, sigs, &signalled, deadline); err != nil {
-		logf("apiserver not ready: %v (see %s/apiserver.log)", err, abs)
-		return stop(1)
+	if err := c.waitFor(func() bool {
+		return c.get("/readyz") && c.get("/api/v1/namespaces/default")
+	}); err != nil {
+		return fmt.Errorf("apiserver not ready: %v (see %s/apiserver.log)", err, c.dir)
 	}
-
-	var kcm *exec.Cmd
-	var kcmDone *exited
-	if *withKCM {
-		kcmPort, err := freePort()
-		if err == nil {
-			kcm, kcmDone, err = startKCM(abs, kcmArgs(kubeconfig, kcmPort, p))
+	if c.opts.withKCM {
+		if err := c.startKCM(); err != nil {
+			return err
 		}
+	}
+	if c.node != nil {
+		env, err := c.node.start(c)
 		if err != nil {
-			logf("%v", err)
-			return stop(1)
+			return err
 		}
-		kcmURL := fmt.Sprintf("https://127.0.0.1:%d", kcmPort)
-		insecure := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // kcm serves a throwaway self-signed cert
-		}}
-		// Ready = kcm healthz answers and the serviceaccount controller has created the
-		// "default" ServiceAccount (Pods are rejected by ServiceAccount admission until then).
-		if err := waitFor(func() bool {
-			return httpOK(insecure, kcmURL+"/healthz", "") &&
-				get(server, "/api/v1/namespaces/default/serviceaccounts/default")
-		}, api, kcmDone, sigs, &signalled, deadline); err != nil {
-			logf("kube-controller-manager not ready: %v (see %s/kcm.log)", err, abs)
-			stopKCM(kcm, kcmDone, logf)
-			return stop(1)
-		}
+		return c.writeEnv(env)
 	}
+	return nil
+}
 
-	fmt.Fprintf(out, "TESTENV READY kubeconfig=%s\n", kubeconfig)
-	out.Sync()
-	logf("ready in %s: %s (logs in %s)", time.Since(start).Round(time.Millisecond), server, abs)
+func (c *cluster) startKCM() error {
+	kcmPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	if c.kcm, err = startSelfChild("kube-controller-manager", filepath.Join(c.dir, "kcm.log"), "kcm",
+		kcmArgs(c.kubeconfig, kcmPort, c.p, c.opts.withNode)); err != nil {
+		return err
+	}
+	kcmURL := fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort)
+	// Ready = kcm healthz answers and the serviceaccount controller has created the
+	// "default" ServiceAccount (Pods are rejected by ServiceAccount admission until then).
+	if err := c.waitFor(func() bool {
+		return httpOK(insecureClient, kcmURL, "") && c.get("/api/v1/namespaces/default/serviceaccounts/default")
+	}, c.kcm.exited); err != nil {
+		return fmt.Errorf("kube-controller-manager not ready: %v (see %s/kcm.log)", err, c.dir)
+	}
+	return nil
+}
 
-	code := 0
+// writeEnv writes DIR/env: the base values plus extra KEY=VALUE lines (the node's).
+func (c *cluster) writeEnv(extra []string) error {
+	lines := []string{
+		"KUBECONFIG=" + c.kubeconfig,
+		"APISERVER_URL=" + c.server,
+		fmt.Sprintf("APISERVER_PORT=%d", c.port),
+		"TESTENV_TOKEN=" + c.p.token,
+		"TESTENV_CA=" + c.p.caCert,
+	}
+	lines = append(lines, extra...)
+	if err := os.WriteFile(filepath.Join(c.dir, "env"), []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write env: %w", err)
+	}
+	return nil
+}
+
+func (c *cluster) get(path string) bool { return httpOK(c.client, c.server+path, c.p.token) }
+
+// waitForEnd blocks until a signal (exit code 0) or until a component exits (1).
+func (c *cluster) waitForEnd() int {
+	var kubelet, scheduler, containerd <-chan struct{}
+	if c.node != nil {
+		kubelet, scheduler, containerd = c.node.kubelet.wait(), c.node.scheduler.wait(), c.node.containerd.wait()
+	}
 	select {
-	case s := <-sigs:
-		signalled = true
-		logf("%s: shutting down", s)
-	case <-api.done:
-		logf("apiserver exited unexpectedly: %v (see %s/apiserver.log)", api.err, abs)
-		code = 1
-	case <-kcmDone.wait():
-		logf("kube-controller-manager exited unexpectedly: %v (see %s/kcm.log)", kcmDone.err, abs)
-		code = 1
+	case s := <-c.sigs:
+		c.logf("%s: shutting down", s)
+		return 0
+	case <-c.api.done:
+		c.logf("apiserver exited unexpectedly: %v (see %s/apiserver.log)", c.api.err, c.dir)
+	case <-c.kcm.wait():
+		c.logf("kube-controller-manager exited unexpectedly: %v (see %s/kcm.log)", c.kcm.err, c.dir)
+	case <-kubelet:
+		c.logf("kubelet exited unexpectedly: %v (see %s/kubelet.log)", c.node.kubelet.err, c.dir)
+	case <-scheduler:
+		c.logf("kube-scheduler exited unexpectedly: %v (see %s/kube-scheduler.log)", c.node.scheduler.err, c.dir)
+	case <-containerd:
+		c.logf("containerd exited unexpectedly: %v (see %s/containerd.log)", c.node.containerd.err, c.dir)
 	}
-	if kcm != nil {
-		stopKCM(kcm, kcmDone, logf)
+	return 1
+}
+
+// shutdown stops everything start started, in order: the controller-manager first (so no
+// controller recreates the Pods the node teardown deletes), then the node (which needs the
+// apiserver to delete its Pods), then the apiserver, then etcd.
+func (c *cluster) shutdown(code int) int {
+	begin := time.Now()
+	c.kcm.stop(10*time.Second, c.logf)
+	if c.node != nil {
+		if err := c.node.teardown(c.kubeconfig); err != nil {
+			c.logf("node teardown: %v (run `testenv node-down --dir %s` to retry)", err, c.dir)
+			code = 1
+		}
 	}
-	return stop(code)
+	if c.apiStarted {
+		code = stopAPIServer(c.api, c.logf, code)
+	}
+	if c.etcd != nil {
+		c.etcd.Close()
+	}
+	c.logf("stopped in %s", time.Since(begin).Round(time.Millisecond))
+	return code
 }
 
 // exited reports that a component has stopped: done is closed, then err is valid.
 type exited struct {
+	name string
 	done chan struct{}
 	err  error
 }
@@ -181,56 +301,48 @@ func (e *exited) wait() <-chan struct{} {
 	return e.done
 }
 
-// waitFor polls cond until it holds; it fails early when a component exits, on a signal, or at
-// the deadline.
-func waitFor(cond func() bool, api, kcm *exited, sigs <-chan os.Signal, signalled *bool, deadline <-chan time.Time) error {
+// waitFor polls cond until it holds; it fails early when the apiserver or one of the watched
+// components exits, on a signal, or at the deadline.
+func (c *cluster) waitFor(cond func() bool, watched ...*exited) error {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	anyExited := make(chan *exited, len(watched)+1)
+	stop := make(chan struct{})
+	defer close(stop)
+	for _, e := range append(watched, c.api) {
+		go func(e *exited) {
+			select {
+			case <-e.wait():
+				anyExited <- e
+			case <-stop:
+			}
+		}(e)
+	}
 	for {
 		if cond() {
 			return nil
 		}
 		select {
-		case <-api.wait():
-			return fmt.Errorf("apiserver exited: %v", api.err)
-		case <-kcm.wait():
-			return fmt.Errorf("kube-controller-manager exited: %v", kcm.err)
-		case s := <-sigs:
-			*signalled = true
+		case e := <-anyExited:
+			return fmt.Errorf("%s exited: %v", e.name, e.err)
+		case s := <-c.sigs:
 			return fmt.Errorf("interrupted by %s", s)
-		case <-deadline:
+		case <-c.deadline:
 			return errors.New("timed out")
 		case <-tick.C:
 		}
 	}
 }
 
-// stopKCM sends SIGTERM to the controller-manager child and waits; SIGKILL after 10s.
-func stopKCM(kcm *exec.Cmd, e *exited, logf func(string, ...any)) {
-	_ = kcm.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.done:
-	case <-time.After(10 * time.Second):
-		logf("kube-controller-manager did not stop in 10s: killing it")
-		_ = kcm.Process.Kill()
-		<-e.done
-	}
-}
-
-// stopAPIServer stops the in-process apiserver and waits for it. Its context belongs to the
-// signal handler NewAPIServerCommand installed, so the only way to stop it is a signal: if we
-// are not already shutting down because of one, send SIGTERM to ourselves (only once: its
-// handler exits the process on a second signal). When a signal did arrive, the apiserver began
-// shutting down at the same moment as the child was being stopped.
-func stopAPIServer(api *exited, signalled bool, logf func(string, ...any), code int) int {
+// stopAPIServer stops the in-process apiserver the way its own signal handler would have (see
+// newAPIServerCommand) and waits for it.
+func stopAPIServer(api *exited, logf func(string, ...any), code int) int {
 	select {
 	case <-api.done: // already exited
 		return code
 	default:
 	}
-	if !signalled {
-		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
-	}
+	genericapiserver.RequestShutdown()
 	select {
 	case <-api.done:
 	case <-time.After(60 * time.Second):
@@ -239,6 +351,11 @@ func stopAPIServer(api *exited, signalled bool, logf func(string, ...any), code 
 	}
 	return code
 }
+
+// insecureClient reaches components that serve a throwaway self-signed cert (kcm, scheduler).
+var insecureClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+	TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+}}
 
 func apiClient(p *pki) (*http.Client, error) {
 	ca, err := os.ReadFile(p.caCert)
@@ -297,7 +414,7 @@ func redirectStdio(logPath string) (out, errOut *os.File, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	unix.CloseOnExec(o) // the kcm child must not inherit our real stdout
+	unix.CloseOnExec(o) // the child processes must not inherit our real stdout
 	unix.CloseOnExec(e)
 	if err := unix.Dup3(int(f.Fd()), 1, 0); err != nil {
 		return nil, nil, err
