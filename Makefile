@@ -20,40 +20,36 @@ help:
 	@echo "make crds     regenerate crds/ from the Rust types"
 	@echo "make testenv  build (or reuse) the test control plane binary and print its path"
 	@echo "make images   build the OCI image archives (controller-manager, node installer) and print their paths"
+	@echo "make node-smoke  (root) a real node next to the control plane; proves it and that the host is restored"
 
-## System packages the tests need (Debian). Installs only what is missing.
+## System packages the tests need (Debian), the real node's included. Installs only what is missing.
+# iproute2, curl and containernetworking-plugins for the CNI suites; containerd, runc, umoci,
+# busybox-static, iptables and nftables for the real node (e2e/testenv); musl-tools and umoci for
+# the images; openssl and python3 for e2e/testenv/node-smoke.sh.
+DEB_PACKAGES := iproute2 curl containernetworking-plugins containerd runc umoci busybox-static \
+	iptables nftables musl-tools openssl python3
+
 .PHONY: deps
 deps:
 	@missing=""; \
-	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
-	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
-	[ -x /usr/lib/cni/macvlan ] || missing="$$missing containernetworking-plugins"; \
+	for package in $(DEB_PACKAGES); do \
+	  dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; \
+	done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
+	  echo "installing:$$missing" >&2; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi; \
-	command -v go >/dev/null 2>&1 || { echo "Go (1.25 or newer) is needed to build the test control plane; it is not on PATH" >&2; exit 1; }
+	command -v go >/dev/null 2>&1 || { echo "Go (1.25 or newer) is needed to build the test control plane; it is not on PATH" >&2; exit 1; }; \
+	rustup target list --installed 2>/dev/null | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET) >&2
 
 ## Image builds: static (musl) release binaries, assembled offline with umoci.
 MUSL_TARGET := x86_64-unknown-linux-musl
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGES_DIR := $(TARGET_DIR)/images
 
-.PHONY: image-deps
-image-deps:
-	@missing=""; \
-	command -v umoci >/dev/null 2>&1 || missing="$$missing umoci"; \
-	command -v musl-gcc >/dev/null 2>&1 || missing="$$missing musl-tools"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing" >&2; \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi; \
-	rustup target list --installed 2>/dev/null | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET) >&2
-
 .PHONY: images
-images: image-deps
+images: deps
 	$(CARGO) build --profile dist --target $(MUSL_TARGET) -p spiderpool-controller-manager -p spiderpool-cni --bins >&2
 	@config/images/build.sh $(TARGET_DIR)/$(MUSL_TARGET)/dist $(IMAGES_DIR) $(VERSION)
 
@@ -81,19 +77,46 @@ crd-check:
 testenv:
 	@e2e/testenv/build.sh | tail -n 1
 
+# Two control planes, one after the other: every suite but the real node's against the first;
+# then the real node (kubelet, containerd, Multus; root only) with the images of `make images`
+# installed from config/. The RBAC audit checks the roles against both runs' audit logs.
+AUDIT_DIR := $(TARGET_DIR)/e2e-audit
+
 .PHONY: test
 test: deps fmt-check clippy crd-check build
-	@start=$$(date +%s); \
-	SPIDERPOOL_BIN_DIR=$(BIN_DIR) e2e/scripts/with-testenv.sh --with-controller-manager -- \
-	  e2e/scripts/with-rbac-audit.sh -- $(CARGO) test --workspace --all-features --no-fail-fast; \
-	echo "tests took $$(( $$(date +%s) - start ))s"
+	@start=$$(date +%s); status=0; \
+	images=$$($(MAKE) -s --no-print-directory images | tr '\n' ' '); \
+	rm -rf $(AUDIT_DIR); \
+	SPIDERPOOL_AUDIT_DIR=$(AUDIT_DIR) SPIDERPOOL_BIN_DIR=$(BIN_DIR) e2e/scripts/with-testenv.sh --with-controller-manager -- \
+	  e2e/scripts/with-rbac-audit.sh --save suites -- \
+	  $(CARGO) test --workspace --all-features --no-fail-fast --exclude spiderpool-e2e-realnode || status=1; \
+	echo "suites took $$(( $$(date +%s) - start ))s"; node_start=$$(date +%s); \
+	SPIDERPOOL_AUDIT_DIR=$(AUDIT_DIR) SPIDERPOOL_IMAGES="$$images" SPIDERPOOL_BIN_DIR=$(BIN_DIR) \
+	  e2e/scripts/with-testenv.sh --with-node -- \
+	  e2e/scripts/with-rbac-audit.sh --save realnode --check-saved -- \
+	  $(CARGO) test -p spiderpool-e2e-realnode || status=1; \
+	echo "real node took $$(( $$(date +%s) - node_start ))s; tests took $$(( $$(date +%s) - start ))s"; \
+	exit $$status
 
+# On a real node where the machine allows it (root: kubelet, containerd and Multus next to the
+# control plane); elsewhere the control-plane-only demo, saying why.
 .PHONY: run
 run: deps build
-	INTERRUPT_IS_SUCCESS=1 SPIDERPOOL_BIN_DIR=$(BIN_DIR) e2e/scripts/with-testenv.sh --with-controller-manager -- e2e/scripts/demo.sh
+	@if [ "$$(id -u)" = 0 ]; then \
+	  images=$$($(MAKE) -s --no-print-directory images | tr '\n' ' '); \
+	  INTERRUPT_IS_SUCCESS=1 SPIDERPOOL_IMAGES="$$images" SPIDERPOOL_BIN_DIR=$(BIN_DIR) \
+	    e2e/scripts/with-testenv.sh --with-node -- e2e/scripts/demo-node.sh; \
+	else \
+	  echo "not root: no real node (kubelet and containerd need root); showing the control-plane demo" >&2; \
+	  INTERRUPT_IS_SUCCESS=1 SPIDERPOOL_BIN_DIR=$(BIN_DIR) e2e/scripts/with-testenv.sh --with-controller-manager -- e2e/scripts/demo.sh; \
+	fi
 
 .PHONY: bench
 bench: deps
 	$(CARGO) build --workspace --bins --all-features --release
 	SPIDERPOOL_BIN_DIR=$(TARGET_DIR)/release e2e/scripts/with-testenv.sh --with-controller-manager -- \
 	  $(CARGO) test --release -p spiderpool-e2e -- --ignored --nocapture --test-threads=1 2>&1 | tee bench.log | grep -E '^BENCH|^test result|panicked'
+
+.PHONY: node-smoke
+node-smoke: deps
+	e2e/testenv/node-smoke.sh
