@@ -182,7 +182,7 @@ impl Tally {
             }
             Err(error) => {
                 println!("test {name} ... FAILED ({:.1} s)", elapsed.as_secs_f64());
-                eprintln!("---- {name} ----\n{error:?}\n");
+                eprintln!("---- {name} ----\n{error:#}\n");
                 self.failed.push(name.to_string());
             }
         }

@@ -65,6 +65,14 @@ pub enum SelectionError {
         pattern: String,
         pool: String,
     },
+    /// Every name listed for an enabled family is a pattern and none matches a pool. Upstream
+    /// goes on with no pool for the family and fails later with "no Interface eth0 IP allocation
+    /// found", which does not say why; we say which patterns matched nothing.
+    #[error("no IPv{version} IPPool matches {}: create a pool whose name matches, or correct the pattern", go_list(.patterns))]
+    NoWildcardMatch {
+        version: IpVersion,
+        patterns: Vec<String>,
+    },
     #[error("no IPPool available, no pool selection rules of any type are specified")]
     NoClusterDefaultPool,
     #[error("wrong input, duplicate IPPool {pool} specified for NIC {nic}")]
@@ -99,6 +107,7 @@ impl SelectionError {
             SelectionError::ThirdPartyNeedsFixedIpNumber { .. } => "auto_pool_ip_number",
             SelectionError::Annotation(error) => error.metric_label(),
             SelectionError::BadWildcard { .. } => "bad_wildcard",
+            SelectionError::NoWildcardMatch { .. } => "no_wildcard_match",
             SelectionError::NoClusterDefaultPool => "no_default_pool",
             SelectionError::DuplicatePool { .. } => "duplicate_pool",
             SelectionError::PoolNotFound { .. } => "pool_not_found",
@@ -309,6 +318,23 @@ pub fn expand_pool_names(
     Ok(expanded)
 }
 
+/// [`expand_pool_names`] for one source's list of a family, refusing a non-empty list of an enabled
+/// family that expands to nothing (see [`SelectionError::NoWildcardMatch`]).
+fn expand_family(
+    ctx: &SelectionContext<'_>,
+    names: &[String],
+    version: IpVersion,
+) -> Result<Vec<String>, SelectionError> {
+    let expanded = expand_pool_names(names, version, ctx.pools)?;
+    if expanded.is_empty() && !names.is_empty() && ctx.settings.family_enabled(version) {
+        return Err(SelectionError::NoWildcardMatch {
+            version,
+            patterns: names.to_vec(),
+        });
+    }
+    Ok(expanded)
+}
+
 fn family_candidates(ipv4: Vec<String>, ipv6: Vec<String>) -> Vec<PoolCandidate> {
     let mut candidates = Vec::new();
     if !ipv4.is_empty() {
@@ -359,12 +385,8 @@ pub fn plan_candidates(ctx: &SelectionContext<'_>) -> Result<CandidatePlan, Sele
     if let Some(value) = annotations.get(ANNO_POD_IPPOOLS) {
         let mut items = annotations::parse_pod_ippools(value)?;
         for item in &mut items {
-            if !item.ipv4.is_empty() {
-                item.ipv4 = expand_pool_names(&item.ipv4, IpVersion::V4, ctx.pools)?;
-            }
-            if !item.ipv6.is_empty() {
-                item.ipv6 = expand_pool_names(&item.ipv6, IpVersion::V6, ctx.pools)?;
-            }
+            item.ipv4 = expand_family(ctx, &item.ipv4, IpVersion::V4)?;
+            item.ipv6 = expand_family(ctx, &item.ipv6, IpVersion::V6)?;
         }
         annotations::validate_multiple_nics(&mut items, ctx.nic)?;
         let nics = items
@@ -383,8 +405,8 @@ pub fn plan_candidates(ctx: &SelectionContext<'_>) -> Result<CandidatePlan, Sele
 
     if let Some(value) = annotations.get(ANNO_POD_IPPOOL) {
         let parsed = annotations::parse_pod_ippool(value)?;
-        let ipv4 = expand_pool_names(&parsed.ipv4, IpVersion::V4, ctx.pools)?;
-        let ipv6 = expand_pool_names(&parsed.ipv6, IpVersion::V6, ctx.pools)?;
+        let ipv4 = expand_family(ctx, &parsed.ipv4, IpVersion::V4)?;
+        let ipv6 = expand_family(ctx, &parsed.ipv6, IpVersion::V6)?;
         return Ok(CandidatePlan::Pools(single_nic(
             ctx,
             CandidateSource::PodIpPool,
@@ -396,8 +418,8 @@ pub fn plan_candidates(ctx: &SelectionContext<'_>) -> Result<CandidatePlan, Sele
     let (namespace_v4, namespace_v6) =
         annotations::parse_namespace_default_pools(&ctx.pod.namespace_annotations)?;
     if !namespace_v4.is_empty() || !namespace_v6.is_empty() {
-        let ipv4 = expand_pool_names(&namespace_v4, IpVersion::V4, ctx.pools)?;
-        let ipv6 = expand_pool_names(&namespace_v6, IpVersion::V6, ctx.pools)?;
+        let ipv4 = expand_family(ctx, &namespace_v4, IpVersion::V4)?;
+        let ipv6 = expand_family(ctx, &namespace_v6, IpVersion::V6)?;
         return Ok(CandidatePlan::Pools(single_nic(
             ctx,
             CandidateSource::NamespaceDefault,
@@ -409,8 +431,8 @@ pub fn plan_candidates(ctx: &SelectionContext<'_>) -> Result<CandidatePlan, Sele
     let config_v4 = &ctx.ipam.default_ipv4_ippool;
     let config_v6 = &ctx.ipam.default_ipv6_ippool;
     if !config_v4.is_empty() || !config_v6.is_empty() {
-        let ipv4 = expand_pool_names(config_v4, IpVersion::V4, ctx.pools)?;
-        let ipv6 = expand_pool_names(config_v6, IpVersion::V6, ctx.pools)?;
+        let ipv4 = expand_family(ctx, config_v4, IpVersion::V4)?;
+        let ipv6 = expand_family(ctx, config_v6, IpVersion::V6)?;
         return Ok(CandidatePlan::Pools(single_nic(
             ctx,
             CandidateSource::NetworkConfigDefault,
@@ -919,6 +941,27 @@ mod tests {
             fixture.select().unwrap_err().to_string(),
             "no IPPool available, no pool selection rules of any type are specified"
         );
+    }
+
+    #[test]
+    fn a_pattern_matching_no_pool_of_an_enabled_family_is_named() {
+        let fixture = Fixture::new(
+            pod(&[(ANNO_POD_IPPOOL, r#"{"ipv4":["no-such-pool-*"]}"#)]),
+            vec![v4("pool-a")],
+        );
+        let error = fixture.select().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "no IPv4 IPPool matches [no-such-pool-*]: create a pool whose name matches, or correct the pattern"
+        );
+        // A family that is disabled may list patterns that match nothing.
+        let mut v4_only = Fixture::new(
+            pod(&[(ANNO_POD_IPPOOL, r#"{"ipv4":["pool-*"],"ipv6":["v6-*"]}"#)]),
+            vec![v4("pool-a")],
+        );
+        v4_only.settings.enable_ipv6 = false;
+        let candidates = v4_only.select().unwrap();
+        assert_eq!(pools_of(&candidates, 0, 0), vec!["pool-a"]);
     }
 
     #[test]

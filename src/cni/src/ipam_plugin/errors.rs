@@ -68,6 +68,7 @@ fn selection_code(error: &SelectionError) -> ErrorCode {
         | SelectionError::ThirdPartyNeedsFixedIpNumber { .. }
         | SelectionError::OrphanPodInSubnetMode => INVALID_ANNOTATION,
         SelectionError::NoClusterDefaultPool
+        | SelectionError::NoWildcardMatch { .. }
         | SelectionError::DuplicatePool { .. }
         | SelectionError::PoolNotFound { .. } => NO_POOL,
         SelectionError::AllFiltered { .. } => POOLS_FILTERED_OUT,
