@@ -244,6 +244,7 @@ const SUBNET_ETH0: &str = "subnet-test-ens192";
 const SUBNET_NET1: &str = "subnet-test-ens224";
 const NAD_ETH0: &str = "macvlan-conf-ens192";
 const NAD_NET1: &str = "macvlan-conf-ens224";
+const POOL_BARE: &str = "rn-pool-bare";
 /// The test control plane's Service CIDR (`--service-cluster-ip-range`).
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 
@@ -277,6 +278,8 @@ async fn networks(suite: &Suite) -> anyhow::Result<()> {
                 },
             }))?)?;
         }
+        // Bare pods cannot use subnets (auto pools belong to workloads): they take this pool.
+        apply(&pool(POOL_BARE, "10.6", "200.30-10.6.200.40").to_string())?;
         for nad in [NAD_ETH0, NAD_NET1] {
             wait_for(&format!("NAD kube-system/{nad}"), TIMEOUT, || async {
                 Ok(kubectl(&["get", "net-attach-def", "-n", "kube-system", nad, "-o", "name"]).ok().map(|_| ()))
@@ -516,8 +519,8 @@ async fn seed_002(suite: &Suite) -> anyhow::Result<()> {
     let host = &suite.node.ip;
     let expected_rules = [
         "0: from all lookup local".to_string(),
-        format!("32764: from {net1} lookup 100"),
-        format!("32765: from all to {net1}/16 lookup 100"),
+        format!("32764: from {net1} lookup 101"),
+        format!("32765: from all to {net1}/16 lookup 101"),
         "32766: from all lookup main".to_string(),
         "32767: from all lookup default".to_string(),
     ];
@@ -539,7 +542,7 @@ async fn seed_002(suite: &Suite) -> anyhow::Result<()> {
     ensure!(
         expected_table.iter().all(|line| table_lines.contains(line))
             && table_lines.len() == expected_table.len(),
-        "ip route show table 100:\n{table}\nexpected (any order):\n{}",
+        "ip route show table 101:\n{table}\nexpected (any order):\n{}",
         expected_table.join("\n")
     );
     ensure!(
@@ -618,7 +621,7 @@ async fn ten_replicas(suite: &Suite) -> anyhow::Result<()> {
         "REALNODE ten-replica two-NIC Deployment all Ready in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let pods = running_pods(&suite.client, &ns, "ten").await?;
+    let pods = wait_replicas(&suite.client, &ns, "ten", 10).await?;
     let mut seen = std::collections::BTreeSet::new();
     for pod in &pods {
         for interface in ["eth0", "net1"] {
