@@ -568,7 +568,7 @@ async fn seed_002(suite: &Suite) -> anyhow::Result<()> {
     )
     .with_context(|| format!("ping from {first} to {peer} over net1"))?;
     // The node reaches the pod through the coordinator's veth (underlay mode).
-    run(std::process::Command::new("ping").args(["-c", "1", "-W", "2", &eth0]))
+    run(std::process::Command::new("busybox").args(["ping", "-c", "1", "-W", "2", &eth0]))
         .with_context(|| format!("ping from the node to {eth0}"))?;
 
     for (replicas, size) in [(5u32, 6usize), (1, 2)] {
@@ -698,10 +698,7 @@ async fn seed_000(suite: &Suite) -> anyhow::Result<()> {
         "net1 {net1} not from rn-pool-net1"
     );
     let endpoints: Api<SpiderEndpoint> = Api::namespaced(suite.client.clone(), &ns);
-    let endpoint = endpoints
-        .get("seed000")
-        .await
-        .context("the pod's SpiderEndpoint")?;
+    let endpoint = read("the pod's SpiderEndpoint", || endpoints.get("seed000")).await?;
     let text = serde_json::to_string(&endpoint.status)?;
     for needle in ["rn-pool-eth0", "rn-pool-net1", eth0.as_str(), net1.as_str()] {
         ensure!(
@@ -855,11 +852,15 @@ async fn invalid_annotation(suite: &Suite) -> anyhow::Result<()> {
     // Nothing was allocated for it: no endpoint, and no pool record names the pod.
     let endpoints: Api<SpiderEndpoint> = Api::namespaced(suite.client.clone(), &ns);
     ensure!(
-        endpoints.get_opt("bad").await?.is_none(),
+        read("the failed pod's SpiderEndpoint", || endpoints.get_opt("bad"))
+            .await?
+            .is_none(),
         "a SpiderEndpoint exists for the failed pod"
     );
     let pools: Api<SpiderIPPool> = Api::all(suite.client.clone());
-    for pool in pools.list(&ListParams::default()).await?.items {
+    let all = ListParams::default();
+    let listed = read("the SpiderIPPools", || pools.list(&all)).await?;
+    for pool in listed.items {
         let ledger = pool
             .status
             .as_ref()
@@ -873,6 +874,25 @@ async fn invalid_annotation(suite: &Suite) -> anyhow::Result<()> {
     }
     kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
     Ok(())
+}
+
+/// One read through the API client, retried a few times: a connection the API server drops on
+/// this loaded 2-core machine is not what a scenario tests.
+async fn read<T, F, Fut>(what: &str, mut request: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match request().await {
+            Ok(value) => return Ok(value),
+            Err(kube::Error::Api(status)) => bail!("{what}: {status:?}"),
+            Err(error) if attempt >= 5 => return Err(anyhow::Error::new(error).context(what.to_string())),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
+        }
+    }
 }
 
 fn node_file(name: &str) -> std::path::PathBuf {
