@@ -852,9 +852,10 @@ async fn invalid_annotation(suite: &Suite) -> anyhow::Result<()> {
     // Nothing was allocated for it: no endpoint, and no pool record names the pod.
     let endpoints: Api<SpiderEndpoint> = Api::namespaced(suite.client.clone(), &ns);
     ensure!(
-        read("the failed pod's SpiderEndpoint", || endpoints.get_opt("bad"))
-            .await?
-            .is_none(),
+        read("the failed pod's SpiderEndpoint", || endpoints
+            .get_opt("bad"))
+        .await?
+        .is_none(),
         "a SpiderEndpoint exists for the failed pod"
     );
     let pools: Api<SpiderIPPool> = Api::all(suite.client.clone());
@@ -889,7 +890,9 @@ where
         match request().await {
             Ok(value) => return Ok(value),
             Err(kube::Error::Api(status)) => bail!("{what}: {status:?}"),
-            Err(error) if attempt >= 5 => return Err(anyhow::Error::new(error).context(what.to_string())),
+            Err(error) if attempt >= 5 => {
+                return Err(anyhow::Error::new(error).context(what.to_string()));
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
         }
     }
@@ -1184,7 +1187,8 @@ async fn controller_killed(suite: &Suite) -> anyhow::Result<()> {
                 "-o",
                 "jsonpath={.spec.holderIdentity}",
             ])?;
-            Ok((holder.trim() == new).then_some(()))
+            // The identity is `<pod name>_<pid>`.
+            Ok(holder.trim().starts_with(&format!("{new}_")).then_some(()))
         },
     )
     .await?;
