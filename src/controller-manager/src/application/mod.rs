@@ -35,13 +35,12 @@ use spiderpool_api::SpiderIPPool;
 use spiderpool_api::constants::{LABEL_IPPOOL_RECLAIM, LABEL_OWNER_APPLICATION_UID};
 use spiderpool_ipam::annotations::has_subnet_annotation;
 use spiderpool_ipam::autopool::{AutoPoolError, PoolChange, plan_workload};
-use spiderpool_ipam::ledger::LedgerError;
 use spiderpool_ipam::settings::ClusterSettings;
+use spiderpool_store::autopool::ReconcileError;
 
 use crate::admin::Readiness;
 use crate::backoff::ErrorBackoff;
 use crate::ippool::cache::IpamCache;
-use crate::ippool::objects;
 use crate::metrics::ControllerMetrics;
 use crate::poolmetrics::IpamCounters;
 use crate::subnet::locks::SubnetLocks;
@@ -57,69 +56,24 @@ pub type SettingsFn = Arc<dyn Fn() -> ClusterSettings + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Plan(#[from] AutoPoolError),
-    #[error("SpiderSubnet {subnet} does not exist")]
-    SubnetNotFound { subnet: String },
-    #[error(
-        "SpiderSubnet '{subnet}' is terminating, we can't reconcile auto-created IPPools from it"
-    )]
-    SubnetTerminating { subnet: String },
-    #[error("SpiderSubnet {subnet} is not an IPv{expected} subnet")]
-    SubnetFamily { subnet: String, expected: u8 },
-    #[error("SpiderSubnet {subnet} has an invalid spec.subnet, spec.ips or spec.excludeIPs")]
-    InvalidSubnet { subnet: String },
-    #[error(
-        "the auto-created IPPool {pool} belongs to another subnet than SpiderSubnet {subnet}; changing the subnet of an existing application is not supported"
-    )]
-    SubnetChanged { pool: String, subnet: String },
-    #[error(transparent)]
-    Ledger(LedgerError),
-    #[error("failed to get SpiderSubnet {subnet}: {detail}")]
-    SubnetRead { subnet: String, detail: String },
-    #[error("failed to update status of SpiderSubnet {subnet}: {detail}")]
-    SubnetWrite { subnet: String, detail: String },
-    #[error("failed to {what}: {source}")]
-    Kube { what: String, source: kube::Error },
-    /// Internal: something changed under the planner; plan again.
-    #[error("{what}")]
-    Retry { what: String },
-    #[error("gave up after repeated conflicts: {what}")]
-    ConflictsExhausted { what: String },
+    Reconcile(#[from] ReconcileError),
+    #[error("the batch serving this request was dropped")]
+    BatchDropped,
 }
 
 impl Error {
-    pub fn kube(what: impl Into<String>, source: kube::Error) -> Error {
-        Error::Kube {
-            what: what.into(),
-            source,
-        }
-    }
-
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Plan(error) => error.metric_label(),
-            Error::SubnetNotFound { .. } => "subnet_not_found",
-            Error::SubnetTerminating { .. } => "subnet_terminating",
-            Error::SubnetFamily { .. } => "subnet_family",
-            Error::InvalidSubnet { .. } => "invalid_subnet",
-            Error::SubnetChanged { .. } => "subnet_changed",
-            Error::Ledger(error) => error.metric_label(),
-            Error::SubnetRead { .. } | Error::SubnetWrite { .. } => "api_error",
-            Error::Kube { source, .. } if objects::is_conflict(source) => "conflict",
-            Error::Kube { source, .. } if objects::is_already_exists(source) => "already_exists",
-            Error::Kube { .. } => "api_error",
-            Error::Retry { .. } | Error::ConflictsExhausted { .. } => "conflicts_exhausted",
+            Error::Reconcile(error) => error.metric_label(),
+            Error::BatchDropped => "conflicts_exhausted",
         }
     }
 
     /// `ErrWrongInput`: nothing but a change of the workload or subnet can fix it.
     pub fn is_wrong_input(&self) -> bool {
         match self {
-            Error::Plan(error) => error.is_wrong_input(),
-            Error::SubnetTerminating { .. }
-            | Error::SubnetFamily { .. }
-            | Error::SubnetChanged { .. } => true,
-            _ => false,
+            Error::Reconcile(error) => error.is_wrong_input(),
+            Error::BatchDropped => false,
         }
     }
 }
@@ -364,10 +318,12 @@ async fn reconcile_inner<K: Workload>(workload: &K, context: &Context) -> Result
             Err(error) => {
                 context.counters.auto_pool_failed(error.metric_label());
                 let reason = match &error {
-                    Error::Plan(AutoPoolError::InsufficientSubnetIps { .. }) => {
-                        Some("InsufficientSubnetIPs")
+                    Error::Reconcile(ReconcileError::Plan(
+                        AutoPoolError::InsufficientSubnetIps { .. },
+                    )) => Some("InsufficientSubnetIPs"),
+                    Error::Reconcile(ReconcileError::SubnetNotFound { .. }) => {
+                        Some("SubnetNotFound")
                     }
-                    Error::SubnetNotFound { .. } => Some("SubnetNotFound"),
                     error if error.is_wrong_input() => Some("InvalidAutoPool"),
                     _ => None,
                 };

@@ -32,7 +32,7 @@ use spiderpool_ipam::gc::{
 };
 use spiderpool_ipam::ledger::{IpAndUid, release};
 use spiderpool_ipam::pod::{is_valid_statefulset_ordinal, statefulset_name_and_ordinal};
-use spiderpool_ipam::store::{Step, Store as IpamStore, StoreError, StoreOptions};
+use spiderpool_store::{Step, Store as IpamStore, StoreError, StoreOptions};
 
 use crate::admin::Readiness;
 use crate::application::SettingsFn;

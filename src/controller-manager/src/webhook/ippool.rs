@@ -17,15 +17,15 @@ use spiderpool_api::constants::{
 use spiderpool_api::{SpiderIPPool, SpiderSubnet};
 use spiderpool_ipam::cidr::{Cidr, check_canonical, cidr_label_value};
 use spiderpool_ipam::ip::IpVersion;
-use spiderpool_ipam::pool_ips::{PoolIps, ReversedRanges};
+use spiderpool_ipam::pool_ips::{self, PoolIps, ReversedRanges};
 use spiderpool_ipam::range::{IpSet, ips_to_ranges};
 use spiderpool_ipam::routes::{Route, validate_pool_routes};
 use spiderpool_ipam::settings::ClusterSettings;
 
 use super::common::{
-    IP_VERSION_FIELD, IPS_FIELD, SUBNET_FIELD, add_finalizer, cidr_version, controller_of,
-    go_label_selector, has_finalizer, merge_if_several, validate_gateway, validate_ip_version,
-    validate_label_selector,
+    CidrNeighbours, IP_VERSION_FIELD, IPS_FIELD, SUBNET_FIELD, add_finalizer, controller_of,
+    default_version_and_cidr_label, go_label_selector, has_finalizer, merge_if_several,
+    validate_gateway, validate_ip_version, validate_label_selector,
 };
 use super::field::{BadValue, Denial, FieldError};
 
@@ -58,28 +58,8 @@ pub fn mutate(
         return Ok(());
     }
     add_finalizer(&mut pool.metadata);
-    let version = match pool.spec.ip_version.and_then(IpVersion::from_number) {
-        Some(version) => version,
-        None if pool.spec.ip_version.is_some() => {
-            return Err("unsupported 'spec.ipVersion', nothing to mutate".to_string());
-        }
-        None => {
-            let version = cidr_version(&pool.spec.subnet).ok_or_else(|| {
-                format!(
-                    "failed to generate 'spec.ipVersion' from 'spec.subnet' {}, nothing to mutate",
-                    pool.spec.subnet
-                )
-            })?;
-            pool.spec.ip_version = Some(i64::from(version.number()));
-            version
-        }
-    };
-    let cidr = cidr_label_value(version, &pool.spec.subnet).map_err(|error| {
-        format!(
-            "failed to parse 'spec.subnet' {} as a valid label value: {error}",
-            pool.spec.subnet
-        )
-    })?;
+    let (version, cidr) =
+        default_version_and_cidr_label(&mut pool.spec.ip_version, &pool.spec.subnet)?;
     pool.labels_mut()
         .insert(LABEL_IPPOOL_CIDR.to_string(), cidr.clone());
     if settings.enable_spider_subnet
@@ -300,37 +280,22 @@ fn validate_cidr(
     };
     let cidr = Cidr::parse(version, subnet).map_err(|error| subnet_invalid(error.to_string()))?;
     check_canonical(subnet).map_err(|error| subnet_invalid(error.to_string()))?;
-    for other in pools {
-        if other.spec.ip_version != Some(i64::from(version.number())) {
-            continue;
-        }
-        if other.name_any() == pool.name_any() {
-            return Err(Denial::AlreadyExists {
-                resource: KIND,
-                name: pool.name_any(),
-            });
-        }
-        if other.spec.subnet == *subnet {
-            continue;
-        }
-        let other_cidr = Cidr::parse(version, &other.spec.subnet).map_err(|error| {
-            invalid(
-                pool,
-                vec![FieldError::internal(
-                    SUBNET_FIELD,
-                    format!("failed to compare whether 'spec.subnet' overlaps: {error}"),
-                )],
-            )
-        })?;
-        if cidr.overlaps(&other_cidr) {
-            return Err(subnet_invalid(format!(
-                "overlap with IPPool {} which 'spec.subnet' is {}",
-                other.name_any(),
-                other.spec.subnet
-            )));
-        }
-    }
-    Ok(())
+    let family = Some(i64::from(version.number()));
+    let neighbours = CidrNeighbours {
+        kind: KIND,
+        word: "IPPool",
+        name: &pool.name_any(),
+        subnet,
+        cidr: &cidr,
+        identical_ok: true,
+    };
+    neighbours.check(
+        version,
+        pools
+            .iter()
+            .filter(|other| other.spec.ip_version == family)
+            .map(|other| (other.name_any(), other.spec.subnet.as_str())),
+    )
 }
 
 /// `validateIPPoolSpec`: available IPs (3a), gateway (3b), routes (3c).
@@ -468,18 +433,18 @@ fn validate_pod_affinity(pool: &SpiderIPPool) -> Vec<FieldError> {
     errors
 }
 
-/// The effective addresses (`AssembleTotalIPs`).
+/// The effective addresses (`AssembleTotalIPs`), of the pool's family.
 fn total_ips(
     version: IpVersion,
     subnet: &str,
     ips: &[String],
     exclude: &[String],
 ) -> Result<IpSet, String> {
-    let pool_ips = PoolIps::new(subnet, ips, exclude).map_err(|error| error.to_string())?;
-    if pool_ips.version() != version {
+    let total = pool_ips::total_ips(subnet, ips, exclude).map_err(|error| error.to_string())?;
+    if total.version() != version {
         return Err(format!("subnet {subnet} is not an IPv{version} CIDR"));
     }
-    Ok(pool_ips.to_set())
+    Ok(total)
 }
 
 /// `validateIPPoolIPInUse`: no allocated address may leave the pool.

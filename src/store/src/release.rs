@@ -17,10 +17,10 @@ use super::cas::CasStats;
 use super::combine::release_op;
 use super::objects::{detail_from_api, pod_liveness};
 use super::{Store, StoreError, api_error};
-use crate::ledger::{IpAndUid, PoolIpAllocations};
-use crate::pod::is_pod_alive;
-use crate::result::{IpAllocationDetail, addresses_by_pool, has_allocation_for};
-use crate::settings::ClusterSettings;
+use spiderpool_ipam::ledger::{IpAndUid, PoolIpAllocations};
+use spiderpool_ipam::pod::is_pod_alive;
+use spiderpool_ipam::result::{IpAllocationDetail, addresses_by_pool, has_allocation_for};
+use spiderpool_ipam::settings::ClusterSettings;
 
 /// One CNI DEL.
 #[derive(Debug, Clone, Copy)]

@@ -22,11 +22,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::cas::{CasStats, PoolWriter, Step};
+use super::cas::{CasStats, PoolWriter, Step, WriteError};
 use super::objects::{pool_view, reserved_set};
 use super::{StoreError, api_error};
-use crate::ip::parse_ip;
-use crate::ledger::{AllocateError, IpAndUid, PoolIpAllocation, PoolIpAllocations, allocate};
+use spiderpool_ipam::ip::parse_ip;
+use spiderpool_ipam::ledger::{
+    AllocateError, IpAndUid, PoolIpAllocation, PoolIpAllocations, allocate,
+};
 
 /// A change of one pool's ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,8 +145,8 @@ fn io_error(path: &Path, error: std::io::Error) -> StoreError {
 fn apply_op(
     op: &LedgerOp,
     records: &mut PoolIpAllocations,
-    view: &crate::pool::PoolView,
-    reserved: &crate::range::IpSet,
+    view: &spiderpool_ipam::pool::PoolView,
+    reserved: &spiderpool_ipam::range::IpSet,
     max: i64,
 ) -> (LedgerOutcome, bool) {
     match op {
@@ -215,7 +217,9 @@ impl PoolWriter {
                     let reserved = view
                         .ip_version
                         .map(|version| reserved_set(&reserved, version))
-                        .unwrap_or_else(|| crate::range::IpSet::new(crate::ip::IpVersion::V4));
+                        .unwrap_or_else(|| {
+                            spiderpool_ipam::range::IpSet::new(spiderpool_ipam::ip::IpVersion::V4)
+                        });
                     let (outcome, changed) =
                         apply_op(&op, &mut records, &view, &reserved, max_allocated_ips);
                     Ok(if changed {
@@ -244,6 +248,15 @@ impl PoolWriter {
     pub(crate) async fn reserved(
         &self,
     ) -> Result<Vec<spiderpool_api::SpiderReservedIP>, StoreError> {
+        self.reserved_list()
+            .await
+            .map_err(|error| api_error("list SpiderReservedIPs", error))
+    }
+
+    /// The reserved addresses, listed at most once per store.
+    pub(crate) async fn reserved_list(
+        &self,
+    ) -> Result<Vec<spiderpool_api::SpiderReservedIP>, kube::Error> {
         let api = self.reserved_ips.clone();
         self.reserved_cache
             .get_or_try_init(|| async move {
@@ -339,7 +352,10 @@ impl PoolWriter {
             )?;
             let reserved_set = match (&reserved, view.ip_version) {
                 (Some(reservations), Some(version)) => reserved_set(reservations, version),
-                _ => crate::range::IpSet::new(view.ip_version.unwrap_or(crate::ip::IpVersion::V4)),
+                _ => spiderpool_ipam::range::IpSet::new(
+                    view.ip_version
+                        .unwrap_or(spiderpool_ipam::ip::IpVersion::V4),
+                ),
             };
             let mut outcomes: Vec<(PathBuf, LedgerOutcome)> = Vec::with_capacity(batch.len());
             let mut own: Option<LedgerOutcome> = None;
@@ -397,21 +413,7 @@ impl PoolWriter {
                     Ok(()) => stats.writes += 1,
                     Err(WriteError::Conflict) => {
                         stats.conflicts += 1;
-                        if attempt >= self.backoff.max_attempts {
-                            return Err(StoreError::ConflictsExhausted {
-                                pool: pool.to_string(),
-                                attempts: attempt,
-                                releasing: false,
-                            });
-                        }
-                        let delay = self.backoff.delay(attempt - 1, &mut rand::rng());
-                        if Instant::now() + delay >= deadline {
-                            return Err(StoreError::Deadline {
-                                what: format!(
-                                    "a conflict-free write of SpiderIPPool {pool} ({attempt} attempts)"
-                                ),
-                            });
-                        }
+                        let delay = self.backoff.after_conflict(pool, attempt, deadline)?;
                         tokio::time::sleep(delay).await;
                         stats.retries += 1;
                         continue;
@@ -488,45 +490,6 @@ fn pending(queue: &Path) -> Vec<(PathBuf, Request)> {
     requests
 }
 
-pub(crate) enum WriteError {
-    Conflict,
-    Other(StoreError),
-}
-
-impl PoolWriter {
-    /// One compare-and-swap status write.
-    pub(crate) async fn write_status(
-        &self,
-        pool: &str,
-        resource_version: &str,
-        update: &crate::ledger::PoolStatusUpdate,
-    ) -> Result<(), WriteError> {
-        let patch = serde_json::json!({
-            "metadata": {"resourceVersion": resource_version},
-            "status": {
-                "allocatedIPs": update.allocated_ips,
-                "allocatedIPCount": update.allocated_ip_count,
-            },
-        });
-        match self
-            .pools
-            .patch_status(
-                pool,
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(&patch),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.is_conflict() => Err(WriteError::Conflict),
-            Err(error) => Err(WriteError::Other(api_error(
-                format!("update status of SpiderIPPool {pool}"),
-                error,
-            ))),
-        }
-    }
-}
-
 /// `ip` + `uid` pairs of a release.
 pub fn release_op(addresses: &[IpAndUid]) -> LedgerOp {
     LedgerOp::Release {
@@ -540,13 +503,13 @@ pub fn release_op(addresses: &[IpAndUid]) -> LedgerOp {
 /// The allocated address of an outcome.
 pub fn allocated_address(
     outcome: &LedgerOutcome,
-    version: Option<crate::ip::IpVersion>,
+    version: Option<spiderpool_ipam::ip::IpVersion>,
 ) -> Option<(std::net::IpAddr, bool)> {
     match outcome {
         LedgerOutcome::Allocated { ip, created } => {
             let address = match version {
                 Some(version) => parse_ip(version, ip),
-                None => crate::ip::parse_any_ip(ip),
+                None => spiderpool_ipam::ip::parse_any_ip(ip),
             }?;
             Some((address, *created))
         }
@@ -557,9 +520,9 @@ pub fn allocated_address(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ip::IpVersion;
-    use crate::pool::PoolView;
-    use crate::range::IpSet;
+    use spiderpool_ipam::ip::IpVersion;
+    use spiderpool_ipam::pool::PoolView;
+    use spiderpool_ipam::range::IpSet;
 
     fn view() -> PoolView {
         PoolView {

@@ -1,19 +1,22 @@
-//! Auto-created IPPools (§4.3, §4.4) as API objects: the builders shared with the
-//! controller-manager's application controller, the one writer of `SpiderSubnet.status`, and the
-//! single-request reconcile the CNI plugin runs for pods of third-party controllers (§4.5
-//! `applyThirdControllerAutoPool`: nobody else creates their pools).
-//!
-//! The reconcile is the application controller's algorithm for one request: read the subnet,
-//! find the workload's pool, plan with [`plan_pre_allocation`], write the subnet's
-//! `status.controlledIPPools` with compare-and-swap, then create the pool or update it
-//! conditioned on the resourceVersion whose spec and ledger the plan saw. A conflict at either
-//! write (another node's plugin, the controller-manager) re-reads and plans again.
+//! Auto-created IPPools (§4.3, §4.4) as API objects: their labels, affinity, the choice among
+//! the pools carrying a workload's labels, the new pool and the update patch, and the one writer
+//! of `SpiderSubnet.status` (compare-and-swap). [`reconcile`] is the one reconcile of a pool,
+//! shared by the controller-manager's auto-pool controller and the CNI plugin (pods of
+//! third-party controllers, [`third_party`]).
+
+mod reconcile;
+mod third_party;
+
+pub use reconcile::{
+    AutoPoolReads, AutoPoolWriter, Creation, PoolTarget, ReconcileError, Reconciled, Retry,
+    RoundOutcome,
+};
+pub use third_party::ThirdPartyPool;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use spiderpool_api::constants::{
@@ -24,24 +27,15 @@ use spiderpool_api::constants::{
     LABEL_OWNER_APPLICATION_UID, LABEL_OWNER_SPIDER_SUBNET, cidr_label_value,
 };
 use spiderpool_api::{IPPoolSpec, SpiderIPPool, SpiderSubnet};
+use spiderpool_ipam::autopool::{AutoPoolAffinity, AutoPoolLabels, PreAllocation, application_key};
+use spiderpool_ipam::ledger::ControlledIpPools;
+use spiderpool_ipam::pod::AppRef;
+use spiderpool_ipam::range::IpSet;
 
-use super::objects::{
-    canonical_cidr, controlled_pools, is_already_exists, is_conflict, is_reclaimable, label,
-    pool_allocated_set, pool_family, pool_ips, pool_name, reserved_set, subnet_family, subnet_ips,
-    subnet_name,
+use crate::objects::{
+    canonical_cidr, controlled_pools, is_reclaimable, label, pool_allocated_set, pool_ips,
+    pool_name, subnet_name,
 };
-use super::{Store, StoreError, api_error, list_cached};
-use crate::autopool::{
-    AutoPoolAffinity, AutoPoolLabels, PoolSnapshot, PreAllocation, PreAllocationInput,
-    application_key, auto_pool_name, plan_pre_allocation, subnet_counts,
-};
-use crate::ip::IpVersion;
-use crate::ledger::ControlledIpPools;
-use crate::pod::AppRef;
-use crate::range::IpSet;
-
-/// Field manager of the objects the plugin writes.
-const FIELD_MANAGER: &str = "spiderpool-ipam";
 
 /// The labels that find a workload's pool (all of §2.5 but the UID and reclaim flag).
 pub fn lookup_labels(labels: &AutoPoolLabels) -> BTreeMap<&'static str, String> {
@@ -267,247 +261,10 @@ pub async fn write_subnet_status(
     .await
 }
 
-/// One auto pool of a third-party controller's pods.
-#[derive(Debug, Clone)]
-pub struct AutoPoolTarget<'a> {
-    pub subnet: &'a str,
-    pub app: &'a AppRef,
-    pub nic: &'a str,
-    pub version: IpVersion,
-    /// The pool size (`ipam.spidernet.io/ippool-ip-number`, absolute for third-party kinds).
-    pub desired: i64,
-    pub reclaim: bool,
-}
-
-impl AutoPoolTarget<'_> {
-    fn labels(&self) -> AutoPoolLabels {
-        AutoPoolLabels::new(self.subnet, self.app, self.nic, self.version, self.reclaim)
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "the IPv{} auto-created IPPool of {}/{}/{} interface {} from SpiderSubnet {}",
-            self.version.number(),
-            self.app.kind,
-            self.app.namespace,
-            self.app.name,
-            self.nic,
-            self.subnet
-        )
-    }
-}
-
-impl Store {
-    /// `applyThirdControllerAutoPool`: makes the pool of `target` exist with `desired`
-    /// addresses and returns it. Conflicts with other writers (another node's plugin, the
-    /// controller-manager) are re-planned up to `attempts` times, within `deadline`.
-    pub async fn reconcile_auto_pool(
-        &self,
-        target: &AutoPoolTarget<'_>,
-        attempts: u32,
-        deadline: Instant,
-    ) -> Result<SpiderIPPool, StoreError> {
-        for attempt in 1..=attempts.max(1) {
-            if let Some(pool) = self.reconcile_auto_pool_once(target).await? {
-                return Ok(pool);
-            }
-            let pause = Duration::from_millis(rand::random_range(10..=50u64) * u64::from(attempt));
-            if Instant::now() + pause >= deadline {
-                return Err(StoreError::Deadline {
-                    what: target.describe(),
-                });
-            }
-            log::debug!(
-                "{} changed under us (attempt {attempt}); planning again",
-                target.describe()
-            );
-            tokio::time::sleep(pause).await;
-        }
-        Err(StoreError::AutoPool(format!(
-            "exhaust all retries ({attempts} times) to reconcile {}: the SpiderSubnet or the IPPool kept changing",
-            target.describe()
-        )))
-    }
-
-    /// One round; `None` when a write met a concurrent change.
-    async fn reconcile_auto_pool_once(
-        &self,
-        target: &AutoPoolTarget<'_>,
-    ) -> Result<Option<SpiderIPPool>, StoreError> {
-        let subnets: Api<SpiderSubnet> = Api::all(self.client.clone());
-        let pools = self.pools();
-        let subnet = subnets
-            .get_opt(target.subnet)
-            .await
-            .map_err(|error| api_error(format!("get SpiderSubnet {}", target.subnet), error))?
-            .ok_or_else(|| {
-                StoreError::AutoPool(format!(
-                    "SpiderSubnet {} of {} does not exist",
-                    target.subnet,
-                    target.describe()
-                ))
-            })?;
-        if subnet.metadata.deletion_timestamp.is_some() {
-            return Err(StoreError::AutoPool(format!(
-                "SpiderSubnet '{}' is terminating, we can't reconcile the auto-created IPPool of {}/{}/{}",
-                target.subnet, target.app.kind, target.app.namespace, target.app.name
-            )));
-        }
-        let (Some(version), Some(subnet_ips), Some(subnet_cidr)) = (
-            subnet_family(&subnet),
-            subnet_ips(&subnet),
-            canonical_cidr(&subnet.spec.subnet),
-        ) else {
-            return Err(StoreError::Invalid(format!(
-                "SpiderSubnet {} has an invalid spec (subnet {:?})",
-                target.subnet, subnet.spec.subnet
-            )));
-        };
-        if version != target.version {
-            return Err(StoreError::AutoPool(format!(
-                "SpiderSubnet {} is an IPv{} subnet, but it is named for IPv{} in the pod's subnet annotation",
-                target.subnet,
-                version.number(),
-                target.version.number()
-            )));
-        }
-        let controlled = controlled_pools(&subnet)?;
-        let labels = target.labels();
-        let wanted = lookup_labels(&labels);
-        let selector = label_selector(&wanted);
-        let existing = pools
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|error| {
-                api_error(format!("list SpiderIPPools with labels {selector}"), error)
-            })?
-            .items;
-        let existing = choose(existing.iter(), &target.app.uid).cloned();
-        let name = existing.as_ref().map(pool_name).unwrap_or_else(|| {
-            auto_pool_name(&target.app.name, version, target.nic, &target.app.uid)
-        });
-        if let Some(pool) = &existing
-            && canonical_cidr(&pool.spec.subnet).as_deref() != Some(subnet_cidr.as_str())
-        {
-            return Err(StoreError::AutoPool(format!(
-                "the subnet of {}/{}/{} changed to SpiderSubnet {} ({}), but its IPPool {name} is of subnet {}: changing the subnet of an existing application is not supported",
-                target.app.kind,
-                target.app.namespace,
-                target.app.name,
-                target.subnet,
-                subnet.spec.subnet,
-                pool.spec.subnet
-            )));
-        }
-
-        // For a third-party controller the count is absolute: the annotation says "N".
-        let annotation = target.desired.to_string();
-        // The common case, every pod after the first: nothing to change, nothing more to read.
-        if let Some(pool) = &existing
-            && settled_ips(
-                pool,
-                &subnet,
-                target.app,
-                &labels,
-                &annotation,
-                target.desired,
-            )
-            .is_some()
-        {
-            return Ok(existing);
-        }
-
-        // Addresses other pools of the CIDR hold or have allocated are never handed out anew.
-        let all_pools = list_cached(&pools, &ListParams::default(), "list SpiderIPPools").await?;
-        let mut held_elsewhere = IpSet::new(version);
-        for other in &all_pools {
-            if pool_name(other) == name
-                || pool_family(other) != Some(version)
-                || canonical_cidr(&other.spec.subnet).as_deref() != Some(subnet_cidr.as_str())
-            {
-                continue;
-            }
-            if let Some(ips) = pool_ips(other) {
-                held_elsewhere = held_elsewhere.union(&ips);
-            }
-            held_elsewhere = held_elsewhere.union(&pool_allocated_set(other, version));
-        }
-        let reserved = reserved_set(&self.pool_writer().reserved().await?, version);
-        let snapshot = existing.as_ref().map(|pool| PoolSnapshot {
-            ips: pool_ips(pool).unwrap_or_else(|| IpSet::new(version)),
-            allocated: pool_allocated_set(pool, version),
-        });
-        let plan = plan_pre_allocation(&PreAllocationInput {
-            subnet: target.subnet,
-            pool: &name,
-            application: Some(application_key(target.app)),
-            desired: target.desired,
-            subnet_ips: &subnet_ips,
-            controlled: &controlled,
-            reserved: &reserved,
-            held_elsewhere: &held_elsewhere,
-            existing: snapshot.as_ref(),
-        })
-        .map_err(|error| StoreError::AutoPool(format!("{}: {error}", target.describe())))?;
-
-        // The subnet record first: the IPPool webhook admits an auto pool only with the
-        // addresses its subnet records for it.
-        if plan.controlled != controlled {
-            let (total, allocated) = subnet_counts(&subnet_ips, &plan.controlled)
-                .map_err(|error| StoreError::AutoPool(error.to_string()))?;
-            match write_subnet_status(&subnets, &subnet, &plan.controlled, total, allocated).await {
-                Ok(_) => {}
-                Err(error) if is_conflict(&error) => return Ok(None),
-                Err(error) => {
-                    return Err(api_error(
-                        format!("update the status of SpiderSubnet {}", target.subnet),
-                        error,
-                    ));
-                }
-            }
-        }
-
-        match existing {
-            None => {
-                let pool = new_pool(
-                    &name,
-                    &subnet,
-                    target.app,
-                    &labels,
-                    &annotation,
-                    &plan,
-                    &subnet_cidr,
-                );
-                let params = PostParams {
-                    field_manager: Some(FIELD_MANAGER.to_string()),
-                    ..PostParams::default()
-                };
-                match pools.create(&params, &pool).await {
-                    Ok(created) => Ok(Some(created)),
-                    Err(error) if is_already_exists(&error) => Ok(None),
-                    Err(error) => Err(api_error(format!("create SpiderIPPool {name}"), error)),
-                }
-            }
-            Some(pool) if !pool_up_to_date(&pool, &labels, &annotation, &plan.ips) => {
-                let patch = pool_update_patch(&pool, &labels, &annotation, &plan.ips);
-                let params = PatchParams {
-                    field_manager: Some(FIELD_MANAGER.to_string()),
-                    ..PatchParams::default()
-                };
-                match pools.patch(&name, &params, &Patch::Merge(&patch)).await {
-                    Ok(updated) => Ok(Some(updated)),
-                    Err(error) if is_conflict(&error) => Ok(None),
-                    Err(error) => Err(api_error(format!("update SpiderIPPool {name}"), error)),
-                }
-            }
-            Some(pool) => Ok(Some(pool)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spiderpool_ipam::ip::IpVersion;
 
     fn app() -> AppRef {
         AppRef {
@@ -614,7 +371,7 @@ mod tests {
             ips: IpSet::from_ranges(IpVersion::V4, &["172.16.41.1"]).unwrap(),
             controlled: Default::default(),
             subnet_changed: true,
-            change: crate::autopool::PoolChange::Created,
+            change: spiderpool_ipam::autopool::PoolChange::Created,
             released: IpSet::new(IpVersion::V4),
         };
         let pool = new_pool(

@@ -20,7 +20,7 @@ use tokio::sync::OnceCell;
 
 use super::lock::LockDir;
 use super::{StoreError, api_error};
-use crate::ledger::PoolStatusUpdate;
+use spiderpool_ipam::ledger::PoolStatusUpdate;
 
 /// Retry policy of one compare-and-swap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,30 @@ impl Backoff {
         }
         let floor = window_micros / 4;
         Duration::from_micros(rng.random_range(floor..=window_micros))
+    }
+
+    /// The sleep before attempt `attempt + 1` of a write of `pool` that lost a conflict, or the
+    /// error when the attempts or the `deadline` do not allow another one.
+    pub fn after_conflict(
+        &self,
+        pool: &str,
+        attempt: u32,
+        deadline: Instant,
+    ) -> Result<Duration, StoreError> {
+        if attempt >= self.max_attempts {
+            return Err(StoreError::ConflictsExhausted {
+                pool: pool.to_string(),
+                attempts: attempt,
+                releasing: false,
+            });
+        }
+        let delay = self.delay(attempt - 1, &mut rand::rng());
+        if Instant::now() + delay >= deadline {
+            return Err(StoreError::Deadline {
+                what: format!("a conflict-free write of SpiderIPPool {pool} ({attempt} attempts)"),
+            });
+        }
+        Ok(delay)
     }
 }
 
@@ -173,53 +197,60 @@ impl PoolWriter {
             let resource_version = current.metadata.resource_version.clone().ok_or_else(|| {
                 StoreError::Invalid(format!("SpiderIPPool {pool} has no resourceVersion"))
             })?;
-            let patch = json!({
-                "metadata": {"resourceVersion": resource_version},
-                "status": {
-                    // `null` removes the field, as upstream writes a nil map for an empty ledger.
-                    "allocatedIPs": update.allocated_ips,
-                    "allocatedIPCount": update.allocated_ip_count,
-                },
-            });
-            let result = self
-                .pools
-                .patch_status(pool, &PatchParams::default(), &Patch::Merge(&patch))
-                .await;
+            let written = self.write_status(pool, &resource_version, &update).await;
             drop(guard);
-            match result {
-                Ok(_) => {
+            match written {
+                Ok(()) => {
                     stats.writes += 1;
                     return Ok((value, stats));
                 }
-                Err(kube::Error::Api(status)) if status.is_conflict() => {
+                Err(WriteError::Conflict) => {
                     stats.conflicts += 1;
-                    if attempt >= self.backoff.max_attempts {
-                        return Err(StoreError::ConflictsExhausted {
-                            pool: pool.to_string(),
-                            attempts: attempt,
-                            releasing: false,
-                        });
-                    }
-                    let delay = self.backoff.delay(attempt - 1, &mut rand::rng());
-                    if Instant::now() + delay >= deadline {
-                        return Err(StoreError::Deadline {
-                            what: format!(
-                                "a conflict-free write of SpiderIPPool {pool} ({attempt} attempts)"
-                            ),
-                        });
-                    }
+                    let delay = self.backoff.after_conflict(pool, attempt, deadline)?;
                     tokio::time::sleep(delay).await;
                     stats.retries += 1;
                 }
-                Err(error) => {
-                    return Err(api_error(
-                        format!("update status of SpiderIPPool {pool}"),
-                        error,
-                    ));
-                }
+                Err(WriteError::Other(error)) => return Err(error),
             }
         }
     }
+
+    /// One compare-and-swap write of the pool's ledger: a JSON merge patch of the status
+    /// subresource carrying the `resourceVersion` it was computed from.
+    pub(crate) async fn write_status(
+        &self,
+        pool: &str,
+        resource_version: &str,
+        update: &PoolStatusUpdate,
+    ) -> Result<(), WriteError> {
+        let patch = json!({
+            "metadata": {"resourceVersion": resource_version},
+            "status": {
+                // `null` removes the field, as upstream writes a nil map for an empty ledger.
+                "allocatedIPs": update.allocated_ips,
+                "allocatedIPCount": update.allocated_ip_count,
+            },
+        });
+        match self
+            .pools
+            .patch_status(pool, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_conflict() => Err(WriteError::Conflict),
+            Err(error) => Err(WriteError::Other(api_error(
+                format!("update status of SpiderIPPool {pool}"),
+                error,
+            ))),
+        }
+    }
+}
+
+/// Why a status write did not land.
+pub(crate) enum WriteError {
+    /// `409 Conflict`: the pool changed since it was read.
+    Conflict,
+    Other(StoreError),
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use spiderpool_api::constants::FINALIZER;
 use spiderpool_api::{IPAllocationDetail, PodIPAllocation, SpiderEndpoint, WorkloadEndpointStatus};
 
 use super::{Store, StoreError, api_error};
-use crate::pod::AppRef;
+use spiderpool_ipam::pod::AppRef;
 
 /// Attempts of one endpoint read-modify-write.
 const ENDPOINT_ATTEMPTS: u32 = 8;
@@ -244,7 +244,7 @@ mod tests {
     use kube::client::Body;
 
     use super::*;
-    use crate::store::StoreOptions;
+    use crate::StoreOptions;
 
     /// Method, path and body of each request the stub API server saw.
     type Requests = Arc<Mutex<Vec<(String, String, String)>>>;

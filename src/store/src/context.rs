@@ -16,13 +16,15 @@ use kube::api::{GetParams, ListParams};
 use spiderpool_api::SpiderIPPool;
 
 use super::{Store, StoreError, api_error};
-use crate::annotations::{
+use spiderpool_ipam::annotations::{
     self, ANNO_POD_IPPOOL, ANNO_POD_IPPOOLS, has_subnet_annotation, parse_namespace_default_pools,
 };
-use crate::config::IpamConfig;
-use crate::glob::has_wildcard;
-use crate::pod::{AppRef, PodContext, is_valid_statefulset_ordinal, statefulset_name_and_ordinal};
-use crate::settings::ClusterSettings;
+use spiderpool_ipam::config::IpamConfig;
+use spiderpool_ipam::glob::has_wildcard;
+use spiderpool_ipam::pod::{
+    AppRef, PodContext, is_valid_statefulset_ordinal, statefulset_name_and_ordinal,
+};
+use spiderpool_ipam::settings::ClusterSettings;
 
 /// How long a node's copy of a pool's spec serves selection (upstream's agent selects from an
 /// informer cache; a spec change reaches this node's selections within this time).
@@ -225,7 +227,10 @@ impl Store {
         match query {
             // Selection only: the cache is fresh enough.
             PoolQuery::All => {
-                super::list_cached(&api, &ListParams::default(), "list SpiderIPPools").await
+                let what = "list SpiderIPPools";
+                super::list_cached(&api, &ListParams::default(), what)
+                    .await
+                    .map_err(|error| api_error(what, error))
             }
             PoolQuery::Named(names) => {
                 let mut pools: Vec<SpiderIPPool> = Vec::with_capacity(names.len());
@@ -279,12 +284,14 @@ impl Store {
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<SpiderIPPool>, StoreError> {
         let selector = super::autopool::label_selector(labels);
+        let what = format!("list SpiderIPPools with labels {selector}");
         super::list_cached(
             &self.pools(),
             &ListParams::default().labels(&selector),
-            &format!("list SpiderIPPools with labels {selector}"),
+            &what,
         )
         .await
+        .map_err(|error| api_error(what, error))
     }
 }
 

@@ -9,16 +9,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as K8sLabelSel
 use spiderpool_api::constants::{LABEL_IPPOOL_RECLAIM, LABEL_OWNER_SPIDER_SUBNET};
 use spiderpool_api::{IPAllocationDetail, SpiderIPPool, SpiderReservedIP, SpiderSubnet};
 
-use crate::cidr::Cidr;
-use crate::ip::IpVersion;
-use crate::labels::LabelSelector;
-use crate::ledger::{ControlledIpPools, LedgerError, PoolIpAllocations};
-use crate::pod::PodLiveness;
-use crate::pool::{LABEL_OWNER_APPLICATION_NAME, PoolView};
-use crate::pool_ips::PoolIps;
-use crate::range::{IpRange, IpSet};
-use crate::result::IpAllocationDetail;
-use crate::routes::Route;
+use spiderpool_ipam::cidr::Cidr;
+use spiderpool_ipam::ip::IpVersion;
+use spiderpool_ipam::labels::LabelSelector;
+use spiderpool_ipam::ledger::{ControlledIpPools, LedgerError, PoolIpAllocations};
+use spiderpool_ipam::pod::PodLiveness;
+use spiderpool_ipam::pool::{LABEL_OWNER_APPLICATION_NAME, PoolView};
+use spiderpool_ipam::pool_ips::counted_ips;
+use spiderpool_ipam::range::{IpRange, IpSet};
+use spiderpool_ipam::result::IpAllocationDetail;
+use spiderpool_ipam::routes::Route;
 
 /// A `LabelSelector` of k8s-openapi as the core's selector. Both share the JSON shape; a selector
 /// that does not convert (cannot happen for API objects) becomes one that matches nothing
@@ -29,7 +29,7 @@ fn selector(selector: Option<&K8sLabelSelector>) -> Option<LabelSelector> {
     Some(
         serde_json::from_value(value).unwrap_or_else(|_| LabelSelector {
             match_labels: BTreeMap::new(),
-            match_expressions: vec![crate::labels::LabelSelectorRequirement {
+            match_expressions: vec![spiderpool_ipam::labels::LabelSelectorRequirement {
                 key: "invalid-selector".to_string(),
                 operator: "Invalid".to_string(),
                 values: Vec::new(),
@@ -179,23 +179,6 @@ pub fn family(ip_version: Option<i64>, subnet: &str) -> Option<IpVersion> {
     }
 }
 
-/// The effective addresses of `ips` minus `excludeIPs` inside `subnet` (`NewCIDR`). Ranges the
-/// webhook would have merged (overlapping items) are united instead of refused, so a pool written
-/// without the webhook still counts.
-pub fn effective_ips(subnet: &str, ips: &[String], exclude: &[String]) -> Option<IpSet> {
-    match PoolIps::new(subnet, ips, exclude) {
-        Ok(pool_ips) => Some(pool_ips.to_set()),
-        Err(_) => {
-            let cidr = Cidr::parse_any(subnet).ok()?;
-            let version = cidr.version();
-            let included = IpSet::from_ranges(version, ips).ok()?;
-            let excluded = IpSet::from_ranges(version, exclude).ok()?;
-            let inside = IpSet::from_ip_ranges(version, &[cidr.as_range()]);
-            Some(included.subtract(&excluded).intersect(&inside))
-        }
-    }
-}
-
 pub fn pool_name(pool: &SpiderIPPool) -> String {
     pool.metadata.name.clone().unwrap_or_default()
 }
@@ -204,9 +187,9 @@ pub fn pool_family(pool: &SpiderIPPool) -> Option<IpVersion> {
     family(pool.spec.ip_version, &pool.spec.subnet)
 }
 
-/// A pool's effective addresses; `None` when its spec does not parse.
+/// A pool's effective addresses ([`counted_ips`]); `None` when its spec does not parse.
 pub fn pool_ips(pool: &SpiderIPPool) -> Option<IpSet> {
-    effective_ips(
+    counted_ips(
         &pool.spec.subnet,
         pool.spec.ips.as_deref().unwrap_or_default(),
         pool.spec.exclude_ips.as_deref().unwrap_or_default(),
@@ -230,7 +213,7 @@ pub fn pool_allocated_set(pool: &SpiderIPPool, version: IpVersion) -> IpSet {
     };
     let addresses: Vec<std::net::IpAddr> = records
         .iter()
-        .filter_map(|(ip, _)| crate::ip::parse_ip(version, ip))
+        .filter_map(|(ip, _)| spiderpool_ipam::ip::parse_ip(version, ip))
         .collect();
     IpSet::from_ips(version, &addresses)
 }
@@ -265,9 +248,9 @@ pub fn subnet_family(subnet: &SpiderSubnet) -> Option<IpVersion> {
     family(subnet.spec.ip_version, &subnet.spec.subnet)
 }
 
-/// A subnet's effective addresses; `None` when its spec does not parse.
+/// A subnet's effective addresses ([`counted_ips`]); `None` when its spec does not parse.
 pub fn subnet_ips(subnet: &SpiderSubnet) -> Option<IpSet> {
-    effective_ips(
+    counted_ips(
         &subnet.spec.subnet,
         subnet.spec.ips.as_deref().unwrap_or_default(),
         subnet.spec.exclude_ips.as_deref().unwrap_or_default(),
@@ -372,20 +355,6 @@ mod tests {
             ..IpAllocationDetail::default()
         };
         assert_eq!(detail_from_api(&detail_to_api(&detail)), detail);
-    }
-
-    #[test]
-    fn overlapping_items_are_united_instead_of_refused() {
-        let set = effective_ips(
-            "10.0.0.0/24",
-            &["10.0.0.1-10.0.0.5".into(), "10.0.0.3-10.0.0.8".into()],
-            &["10.0.0.2".into()],
-        )
-        .unwrap();
-        assert_eq!(
-            set.to_range_strings(),
-            vec!["10.0.0.1", "10.0.0.3-10.0.0.8"]
-        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The store (feature `kube`): the allocation and release paths of §5 against the API server.
+//! `spiderpool-store`: the allocation and release paths of §5 against the API server, shared by
+//! the CNI plugin and the controller-manager.
 //!
 //! The CNI plugin calls [`Store::allocate`] on ADD and [`Store::release`] on DEL; the
-//! controller-manager can reuse the same writers. Everything here is I/O around the pure core:
+//! controller-manager uses the same writers (garbage collection, auto pools, subnet status).
+//! Everything here is I/O around the pure core of `spiderpool-ipam`:
 //! read the pod, its namespace, node and top controller, the candidate pools and the reserved IPs,
-//! call [`crate::selection`] and [`crate::ledger`], and write back
+//! call [`spiderpool_ipam::selection`] and [`spiderpool_ipam::ledger`], and write back
 //!
 //! - each pool's `status.allocatedIPs` with compare-and-swap ([`cas`]): bounded, jittered
 //!   exponential retries on `409 Conflict`, conflicts and retries counted and returned
@@ -27,6 +29,8 @@ pub mod cas;
 pub mod combine;
 mod context;
 mod endpoint;
+#[cfg(test)]
+mod fake_api;
 pub mod lock;
 pub mod objects;
 mod release;
@@ -41,10 +45,10 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::OnceCell;
 
-use crate::annotations::AnnotationError;
-use crate::ledger::{AllocateError, LedgerError};
-use crate::result::ResultError;
-use crate::selection::SelectionError;
+use spiderpool_ipam::annotations::AnnotationError;
+use spiderpool_ipam::ledger::{AllocateError, LedgerError};
+use spiderpool_ipam::result::ResultError;
+use spiderpool_ipam::selection::SelectionError;
 
 pub use allocate::{AddOutcome, AddRequest, AddSource};
 pub use cas::{Backoff, CasStats, PoolWriter, Step};
@@ -159,9 +163,12 @@ impl StoreError {
 }
 
 /// Classifies a client error: no answer, throttling and server-side failures are transient.
-pub(crate) fn api_error(what: impl Into<String>, error: kube::Error) -> StoreError {
+pub(crate) fn api_error(
+    what: impl Into<String>,
+    error: impl std::borrow::Borrow<kube::Error>,
+) -> StoreError {
     let what = what.into();
-    match error {
+    match error.borrow() {
         kube::Error::Api(status) => {
             let transient = status.code == 429
                 || status.code >= 500
@@ -199,12 +206,13 @@ pub(crate) fn api_error(what: impl Into<String>, error: kube::Error) -> StoreErr
 /// specs read for selection are not worth. A cache that is not ready answers `429` ("storage is
 /// (re)initializing", right after an API server (re)start or a CRD's creation) or a `5xx`: then a
 /// consistent LIST is tried, and the pair is retried a few times with a short backoff (at most
-/// [`LIST_RETRY_BUDGET`] in all) before the error goes back to the runtime as "try again later".
+/// [`LIST_RETRY_BUDGET`] in all) before the error goes back to the runtime as "try again later"
+/// (the last error is returned; callers classify it with [`api_error`]).
 pub(crate) async fn list_cached<K>(
     api: &Api<K>,
     params: &kube::api::ListParams,
     what: &str,
-) -> Result<Vec<K>, StoreError>
+) -> Result<Vec<K>, kube::Error>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -221,7 +229,7 @@ where
             Err(error) => error,
         };
         if !not_ready(&error) || started.elapsed() + pause > LIST_RETRY_BUDGET {
-            return Err(api_error(what, error));
+            return Err(error);
         }
         log::info!("{what}: the API server is not ready ({error}); retrying in {pause:?}");
         tokio::time::sleep(pause).await;
@@ -374,7 +382,10 @@ mod tests {
         let (client, calls) = client(usize::MAX);
         let api: Api<SpiderReservedIP> = Api::all(client);
         let started = tokio::time::Instant::now();
-        let listed = list_cached(&api, &ListParams::default(), "list SpiderReservedIPs").await;
+        let what = "list SpiderReservedIPs";
+        let listed = list_cached(&api, &ListParams::default(), what)
+            .await
+            .map_err(|error| api_error(what, error));
         let Err(error) = listed else {
             panic!("listed {listed:?}");
         };
