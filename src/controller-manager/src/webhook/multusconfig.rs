@@ -1,5 +1,5 @@
-//! SpiderMultusConfig admission (§1.5, §3.6): defaulting (the same [`defaults::apply`] the NAD
-//! renderer uses, plus the injection labels) and validation, pure. The handler GETs the target
+//! SpiderMultusConfig admission (§1.5, §3.6): defaulting (the same [`defaults::multus_config`]
+//! the NAD renderer uses, plus the injection labels) and validation, pure. The handler GETs the target
 //! NetworkAttachmentDefinition from the API server (uncached, as upstream).
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use spiderpool_ipam::labels::dns1123_subdomain_errors;
 
 use super::coordinator;
 use super::field::{BadValue, Denial, FieldError};
-use crate::multusconfig::defaults;
+use spiderpool_api::defaults;
 
 pub const KIND: &str = "SpiderMultusConfig";
 const CNI_TYPE: &str = "spec.cniType";
@@ -42,7 +42,7 @@ pub fn target_nad_name(smc: &SpiderMultusConfig) -> String {
 
 /// `mutateSpiderMultusConfig`: the defaults, and the injection annotations copied to labels.
 pub fn mutate(smc: &mut SpiderMultusConfig) {
-    defaults::apply(&mut smc.spec);
+    defaults::multus_config(&mut smc.spec);
     for key in [RDMA_RESOURCE_INJECT, NETWORK_RESOURCE_INJECT] {
         if let Some(value) = smc.annotations().get(key).cloned() {
             smc.labels_mut().insert(key.to_string(), value);

@@ -1,14 +1,15 @@
 //! Defaults of a SpiderMultusConfig, exactly as the mutating webhook and the CRD schema apply
-//! them. The NAD renderer calls this first, so an SMC created while the webhook was down (or
-//! written straight to etcd) still renders to what an admitted one would.
+//! them: the controller-manager's webhook defaults with this, and its NAD renderer calls it
+//! first, so an SMC created while the webhook was down (or written straight to etcd) still
+//! renders to what an admitted one would.
 
-use spiderpool_api::{
+use crate::{
     CniType, CoordinatorMode, CoordinatorSpec, LinkState, MultusCNIConfigSpec, SpiderpoolPools,
     VlanMode,
 };
 
 /// Fills every field the webhook or the CRD schema would default. Idempotent.
-pub fn apply(spec: &mut MultusCNIConfigSpec) {
+pub fn multus_config(spec: &mut MultusCNIConfigSpec) {
     let cni_type = *spec.cni_type.get_or_insert(CniType::Custom);
     spec.disable_ipam.get_or_insert(false);
     if cni_type == CniType::Custom {
@@ -67,7 +68,7 @@ pub fn apply(spec: &mut MultusCNIConfigSpec) {
     }
 }
 
-fn default_macvlan_like(config: &mut spiderpool_api::SpiderMacvlanCniConfig) {
+fn default_macvlan_like(config: &mut crate::SpiderMacvlanCniConfig) {
     config.mtu.get_or_insert(0);
     config.vlan_id.get_or_insert(0);
     if let Some(bond) = config.bond.as_mut() {
@@ -113,7 +114,7 @@ mod tests {
     #[test]
     fn empty_spec_becomes_custom_without_coordinator() {
         let mut spec = MultusCNIConfigSpec::default();
-        apply(&mut spec);
+        multus_config(&mut spec);
         assert_eq!(spec.cni_type, Some(CniType::Custom));
         assert_eq!(spec.enable_coordinator, Some(false));
         assert_eq!(spec.coordinator, None);
@@ -126,13 +127,13 @@ mod tests {
         // G45
         let mut spec = MultusCNIConfigSpec {
             cni_type: Some(CniType::Vlan),
-            vlan: Some(spiderpool_api::SpiderVlanCniConfig {
+            vlan: Some(crate::SpiderVlanCniConfig {
                 master: vec!["eth0".into()],
                 ..Default::default()
             }),
             ..Default::default()
         };
-        apply(&mut spec);
+        multus_config(&mut spec);
         let vlan = spec
             .vlan
             .as_ref()
@@ -144,14 +145,14 @@ mod tests {
     fn auto_vlan_mode_gets_no_vlan_id() {
         let mut spec = MultusCNIConfigSpec {
             cni_type: Some(CniType::Vlan),
-            vlan: Some(spiderpool_api::SpiderVlanCniConfig {
+            vlan: Some(crate::SpiderVlanCniConfig {
                 master: vec!["eth0".into()],
                 vlan_mode: Some(VlanMode::Auto),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        apply(&mut spec);
+        multus_config(&mut spec);
         assert_eq!(spec.vlan.and_then(|vlan| vlan.vlan_id), None);
     }
 
@@ -159,15 +160,15 @@ mod tests {
     fn defaults_are_idempotent() {
         let mut once = MultusCNIConfigSpec {
             cni_type: Some(CniType::Macvlan),
-            macvlan: Some(spiderpool_api::SpiderMacvlanCniConfig {
+            macvlan: Some(crate::SpiderMacvlanCniConfig {
                 master: vec!["eth0".into()],
                 ..Default::default()
             }),
             ..Default::default()
         };
-        apply(&mut once);
+        multus_config(&mut once);
         let mut twice = once.clone();
-        apply(&mut twice);
+        multus_config(&mut twice);
         assert_eq!(once, twice);
     }
 }
