@@ -1,7 +1,8 @@
-//! The Subnet controller (§4.6), leader only.
+//! The Subnet controller (§4.6), leader only; compare-and-swap (merge patches carrying the
+//! resourceVersion read) for every write.
 //!
 //! Triggered by every subnet event and by events of the pools it controls or could adopt. Under
-//! the subnet's lock (shared with the application controller) it:
+//! the subnet's lock (shared with the auto-pool controller) it:
 //! 1. ensures the `ipam.spidernet.io/subnet-cidr` label and the finalizer;
 //! 2. adopts pools with the same CIDR that no controller owns (controller ownerReference,
 //!    `owner-spider-subnet` label, gateway and routes inherited when unset);
@@ -15,7 +16,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -30,15 +30,17 @@ use spiderpool_api::{SpiderIPPool, SpiderSubnet};
 use spiderpool_ipam::autopool::{parse_application_key, pool_name_matches_uid, subnet_counts};
 use spiderpool_ipam::ledger::{ControlledIpPools, LedgerError, PoolIpPreAllocation};
 use spiderpool_ipam::range::IpSet;
+use spiderpool_store::autopool::write_subnet_status;
+use spiderpool_store::objects::{self, canonical_cidr, is_conflict, is_not_found};
 
-use super::locks::SubnetLocks;
-use super::status::write_subnet_status;
-use crate::admin::Readiness;
-use crate::application::workload::current_uid;
-use crate::backoff::ErrorBackoff;
-use crate::ippool::cache::IpamCache;
-use crate::ippool::objects::{self, canonical_cidr, is_conflict, is_not_found};
-use crate::metrics::ControllerMetrics;
+use crate::runtime::admin::{Readiness, mark_ready_when_synced};
+use crate::runtime::backoff::ErrorBackoff;
+use crate::runtime::metrics::ControllerMetrics;
+use crate::runtime::reconcile::{Frame, drain};
+use crate::shared::IpamShared;
+use crate::shared::cache::IpamCache;
+use crate::shared::locks::SubnetLocks;
+use crate::shared::workloads::current_uid;
 
 pub const CONTROLLER_NAME: &str = "subnet";
 pub const READINESS: &str = "subnet controller cache";
@@ -83,18 +85,21 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        metrics: ControllerMetrics,
-        cache: IpamCache,
-        locks: SubnetLocks,
-    ) -> Context {
+    pub fn new(shared: &IpamShared, metrics: ControllerMetrics) -> Context {
         Context {
-            client,
+            client: shared.client.clone(),
             metrics,
             backoff: ErrorBackoff::new(Duration::from_millis(100), Duration::from_secs(60)),
-            cache,
-            locks,
+            cache: shared.cache.clone(),
+            locks: shared.locks.clone(),
+        }
+    }
+
+    fn frame(&self) -> Frame<'_> {
+        Frame {
+            controller: CONTROLLER_NAME,
+            metrics: &self.metrics,
+            backoff: &self.backoff,
         }
     }
 }
@@ -124,43 +129,29 @@ pub async fn run(context: Arc<Context>, readiness: Readiness) {
     let pools: Api<SpiderIPPool> = Api::all(context.client.clone());
     let controller = Controller::new(subnets, watcher::Config::default().any_semantic());
     let store = controller.store();
-    tokio::spawn(crate::admin::mark_ready_when_synced(
-        store.clone(),
-        readiness,
-        READINESS,
-    ));
-    controller
-        .watches(
-            pools,
-            watcher::Config::default().any_semantic(),
-            move |pool| subnets_of(&pool, &store),
-        )
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "subnet reconcile outcome");
-            }
-        })
-        .await;
+    tokio::spawn(mark_ready_when_synced(store.clone(), readiness, READINESS));
+    let controller = controller.watches(
+        pools,
+        watcher::Config::default().any_semantic(),
+        move |pool| subnets_of(&pool, &store),
+    );
+    drain(
+        CONTROLLER_NAME,
+        controller.run(reconcile, error_policy, context),
+    )
+    .await;
 }
 
 async fn reconcile(subnet: Arc<SpiderSubnet>, context: Arc<Context>) -> Result<Action, Error> {
-    let timer = context.metrics.start(CONTROLLER_NAME);
-    let result = reconcile_inner(&subnet, &context).await;
-    timer.finish();
-    if result.is_ok() {
-        context.backoff.reset(&subnet.name_any());
-    }
-    result
+    let frame = context.frame();
+    frame
+        .timed(&subnet.name_any(), reconcile_inner(&subnet, &context))
+        .await
 }
 
 fn error_policy(subnet: Arc<SpiderSubnet>, error: &Error, context: Arc<Context>) -> Action {
-    context
-        .metrics
-        .failure(CONTROLLER_NAME, error.metric_label());
-    let delay = context.backoff.next_delay(&subnet.name_any());
-    tracing::warn!(subnet = %subnet.name_any(), %error, retry_in = ?delay, "subnet reconcile failed");
-    Action::requeue(delay)
+    let frame = context.frame();
+    frame.requeue(&subnet.name_any(), error.metric_label(), error, false)
 }
 
 /// What the controller found out about one `controlledIPPools` entry.

@@ -32,14 +32,15 @@ use spiderpool_ipam::gc::{
 };
 use spiderpool_ipam::ledger::{IpAndUid, release};
 use spiderpool_ipam::pod::{is_valid_statefulset_ordinal, statefulset_name_and_ordinal};
+use spiderpool_store::objects::{self, is_conflict};
 use spiderpool_store::{Step, Store as IpamStore, StoreError, StoreOptions};
 
-use crate::admin::Readiness;
-use crate::application::SettingsFn;
-use crate::ippool::cache::IpamCache;
-use crate::ippool::objects::{self, is_conflict};
-use crate::metrics::ControllerMetrics;
-use crate::poolmetrics::IpamCounters;
+use crate::runtime::admin::{Readiness, mark_ready_when_synced};
+use crate::runtime::metrics::ControllerMetrics;
+use crate::shared::IpamShared;
+use crate::shared::cache::IpamCache;
+use crate::shared::metrics::IpamCounters;
+use crate::shared::settings::SettingsFn;
 
 pub const CONTROLLER_NAME: &str = "gc";
 pub const READINESS: &str = "gc pod cache";
@@ -113,22 +114,15 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        cache: IpamCache,
-        counters: IpamCounters,
-        metrics: ControllerMetrics,
-        config: GcConfig,
-        settings: SettingsFn,
-    ) -> Context {
+    pub fn new(shared: &IpamShared, metrics: ControllerMetrics, config: GcConfig) -> Context {
         Context {
-            store: IpamStore::new(client.clone(), StoreOptions::default()),
-            client,
-            cache,
-            counters,
+            store: IpamStore::new(shared.client.clone(), StoreOptions::default()),
+            client: shared.client.clone(),
+            cache: shared.cache.clone(),
+            counters: shared.counters.clone(),
             metrics,
             config,
-            settings,
+            settings: shared.settings.clone(),
             traced: Mutex::new(HashMap::new()),
         }
     }
@@ -254,7 +248,7 @@ fn split_pod(holder: &str) -> Option<PodKey> {
 pub async fn run(context: Arc<Context>, readiness: Readiness) {
     let pods_api: Api<Pod> = Api::all(context.client.clone());
     let (pods, writer) = reflector::store();
-    let ready = crate::admin::mark_ready_when_synced(pods.clone(), readiness, READINESS);
+    let ready = mark_ready_when_synced(pods.clone(), readiness, READINESS);
     let events = {
         let context = context.clone();
         watcher(pods_api, watcher::Config::default().any_semantic())

@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -29,13 +28,15 @@ use spiderpool_api::constants::{
 use spiderpool_ipam::autopool::parse_application_gv;
 use spiderpool_ipam::ledger::LedgerError;
 use spiderpool_ipam::pod::AppRef;
+use spiderpool_store::objects::{self, is_conflict, is_not_found};
 
-use super::objects::{self, is_conflict, is_not_found};
-use crate::admin::Readiness;
-use crate::application::workload::current_uid;
-use crate::backoff::ErrorBackoff;
-use crate::metrics::ControllerMetrics;
-use crate::poolmetrics::{IpamCounters, pool_usage};
+use crate::runtime::admin::{Readiness, mark_ready_when_synced};
+use crate::runtime::backoff::ErrorBackoff;
+use crate::runtime::metrics::ControllerMetrics;
+use crate::runtime::reconcile::{Frame, drain};
+use crate::shared::IpamShared;
+use crate::shared::metrics::{IpamCounters, pool_usage};
+use crate::shared::workloads::current_uid;
 
 pub const CONTROLLER_NAME: &str = "ippool";
 pub const READINESS: &str = "ippool controller cache";
@@ -72,13 +73,21 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: ControllerMetrics, counters: IpamCounters) -> Context {
+    pub fn new(shared: &IpamShared, metrics: ControllerMetrics) -> Context {
         Context {
-            client,
+            client: shared.client.clone(),
             metrics,
-            counters,
+            counters: shared.counters.clone(),
             backoff: ErrorBackoff::new(Duration::from_millis(100), Duration::from_secs(60)),
             legacy_check: Duration::from_secs(120),
+        }
+    }
+
+    fn frame(&self) -> Frame<'_> {
+        Frame {
+            controller: CONTROLLER_NAME,
+            metrics: &self.metrics,
+            backoff: &self.backoff,
         }
     }
 }
@@ -86,38 +95,28 @@ impl Context {
 pub async fn run(context: Arc<Context>, readiness: Readiness) {
     let pools: Api<SpiderIPPool> = Api::all(context.client.clone());
     let controller = Controller::new(pools, watcher::Config::default().any_semantic());
-    tokio::spawn(crate::admin::mark_ready_when_synced(
+    tokio::spawn(mark_ready_when_synced(
         controller.store(),
         readiness,
         READINESS,
     ));
-    controller
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "ippool reconcile outcome");
-            }
-        })
-        .await;
+    drain(
+        CONTROLLER_NAME,
+        controller.run(reconcile, error_policy, context),
+    )
+    .await;
 }
 
 async fn reconcile(pool: Arc<SpiderIPPool>, context: Arc<Context>) -> Result<Action, Error> {
-    let timer = context.metrics.start(CONTROLLER_NAME);
-    let result = reconcile_inner(&pool, &context).await;
-    timer.finish();
-    if result.is_ok() {
-        context.backoff.reset(&pool.name_any());
-    }
-    result
+    let frame = context.frame();
+    frame
+        .timed(&pool.name_any(), reconcile_inner(&pool, &context))
+        .await
 }
 
 fn error_policy(pool: Arc<SpiderIPPool>, error: &Error, context: Arc<Context>) -> Action {
-    context
-        .metrics
-        .failure(CONTROLLER_NAME, error.metric_label());
-    let delay = context.backoff.next_delay(&pool.name_any());
-    tracing::warn!(pool = %pool.name_any(), %error, retry_in = ?delay, "ippool reconcile failed");
-    Action::requeue(delay)
+    let frame = context.frame();
+    frame.requeue(&pool.name_any(), error.metric_label(), error, false)
 }
 
 fn has_finalizer(pool: &SpiderIPPool) -> bool {

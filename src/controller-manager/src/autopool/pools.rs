@@ -28,7 +28,7 @@ use spiderpool_store::reserved_set;
 use tokio::sync::oneshot;
 
 use super::{Context, Error, FIELD_MANAGER};
-use crate::ippool::objects::{self, canonical_cidr};
+use spiderpool_store::objects::{self, canonical_cidr};
 
 /// Attempts of the slow path when the subnet or the pool changed under it.
 const ATTEMPTS: u32 = 8;

@@ -1,4 +1,7 @@
-//! The application controller (§4): per-workload auto-created IPPools from SpiderSubnets.
+//! The auto-pool controller (§4, upstream's application controller): per-workload auto-created
+//! IPPools from SpiderSubnets, through the compare-and-swap reconcile of
+//! [`spiderpool_store::autopool`]. Its metrics label and field manager keep upstream's name
+//! (`application`).
 //!
 //! One controller per built-in kind (Deployment, ReplicaSet, StatefulSet, DaemonSet, Job,
 //! CronJob), leader only. Each watches its kind once: applied objects drive reconciles (filtered
@@ -27,31 +30,30 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use spiderpool_api::SpiderIPPool;
 use spiderpool_api::constants::{LABEL_IPPOOL_RECLAIM, LABEL_OWNER_APPLICATION_UID};
 use spiderpool_ipam::annotations::has_subnet_annotation;
 use spiderpool_ipam::autopool::{AutoPoolError, PoolChange, plan_workload};
-use spiderpool_ipam::settings::ClusterSettings;
 use spiderpool_store::autopool::ReconcileError;
 
-use crate::admin::Readiness;
-use crate::backoff::ErrorBackoff;
-use crate::ippool::cache::IpamCache;
-use crate::metrics::ControllerMetrics;
-use crate::poolmetrics::IpamCounters;
-use crate::subnet::locks::SubnetLocks;
+use crate::runtime::admin::{Readiness, mark_ready_when_synced};
+use crate::runtime::backoff::ErrorBackoff;
+use crate::runtime::metrics::ControllerMetrics;
+use crate::runtime::reconcile::{Events, Frame, drain};
+use crate::shared::IpamShared;
+use crate::shared::cache::IpamCache;
+use crate::shared::locks::SubnetLocks;
+use crate::shared::metrics::IpamCounters;
+use crate::shared::settings::SettingsFn;
 use workload::Workload;
 
 pub const CONTROLLER_NAME: &str = "application";
 /// Field manager of the auto pools this controller writes.
 pub const FIELD_MANAGER: &str = "spiderpool-application-controller";
-
-/// The cluster settings in force (re-read on every reconcile).
-pub type SettingsFn = Arc<dyn Fn() -> ClusterSettings + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -80,7 +82,7 @@ impl Error {
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: Events,
     pub metrics: ControllerMetrics,
     pub counters: IpamCounters,
     pub backoff: ErrorBackoff,
@@ -93,54 +95,34 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        metrics: ControllerMetrics,
-        counters: IpamCounters,
-        cache: IpamCache,
-        locks: SubnetLocks,
-        settings: SettingsFn,
-    ) -> Context {
-        let reporter = Reporter {
-            controller: "spiderpool-controller-manager".into(),
-            instance: std::env::var("HOSTNAME").ok(),
-        };
+    pub fn new(shared: &IpamShared, metrics: ControllerMetrics, resync: Duration) -> Context {
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
+            events: Events::new(&shared.client, "ReconcileAutoPool"),
+            client: shared.client.clone(),
             metrics,
-            counters,
+            counters: shared.counters.clone(),
             backoff: ErrorBackoff::new(Duration::from_millis(200), Duration::from_secs(60)),
-            cache,
-            locks,
+            cache: shared.cache.clone(),
+            locks: shared.locks.clone(),
             batches: pools::SubnetBatches::default(),
-            settings,
-            resync: Duration::from_secs(300),
+            settings: shared.settings.clone(),
+            resync,
         }
     }
 
-    async fn publish<K: Resource<DynamicType = ()>>(
-        &self,
-        object: &K,
-        type_: EventType,
-        reason: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "ReconcileAutoPool".into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::warn!(%error, object = %object.meta().name.clone().unwrap_or_default(), "publishing an event failed");
+    fn frame(&self) -> Frame<'_> {
+        Frame {
+            controller: CONTROLLER_NAME,
+            metrics: &self.metrics,
+            backoff: &self.backoff,
         }
     }
 
     /// A Warning Event on an auto pool.
     pub async fn warn_pool(&self, pool: &SpiderIPPool, reason: &str, note: String) {
-        self.publish(pool, EventType::Warning, reason, note).await;
+        self.events
+            .publish(pool, EventType::Warning, reason, note)
+            .await;
     }
 }
 
@@ -214,19 +196,13 @@ async fn run_kind<K: Workload>(context: Arc<Context>, readiness: Readiness) {
             }
         })
         .predicate_filter(fingerprint::<K>, Default::default());
-    tokio::spawn(crate::admin::mark_ready_when_synced(
-        reader.clone(),
-        readiness,
-        condition,
-    ));
-    Controller::for_stream(triggers, reader)
-        .run(reconcile::<K>, error_policy::<K>, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "application reconcile outcome");
-            }
-        })
-        .await;
+    tokio::spawn(mark_ready_when_synced(reader.clone(), readiness, condition));
+    let controller = Controller::for_stream(triggers, reader);
+    drain(
+        CONTROLLER_NAME,
+        controller.run(reconcile::<K>, error_policy::<K>, context),
+    )
+    .await;
 }
 
 fn key<K: Workload>(workload: &K) -> String {
@@ -239,22 +215,19 @@ fn key<K: Workload>(workload: &K) -> String {
 }
 
 async fn reconcile<K: Workload>(workload: Arc<K>, context: Arc<Context>) -> Result<Action, Error> {
-    let timer = context.metrics.start(CONTROLLER_NAME);
-    let result = reconcile_inner(workload.as_ref(), &context).await;
-    timer.finish();
-    if result.is_ok() {
-        context.backoff.reset(&key(workload.as_ref()));
-    }
-    result
+    let frame = context.frame();
+    frame
+        .timed(
+            &key(workload.as_ref()),
+            reconcile_inner(workload.as_ref(), &context),
+        )
+        .await
 }
 
+/// Failures are logged at info: waiting for a scale-down or a conflict is normal operation.
 fn error_policy<K: Workload>(workload: Arc<K>, error: &Error, context: Arc<Context>) -> Action {
-    context
-        .metrics
-        .failure(CONTROLLER_NAME, error.metric_label());
-    let delay = context.backoff.next_delay(&key(workload.as_ref()));
-    tracing::info!(workload = %key(workload.as_ref()), %error, retry_in = ?delay, "auto pool reconcile failed");
-    Action::requeue(delay)
+    let frame = context.frame();
+    frame.requeue(&key(workload.as_ref()), error.metric_label(), error, true)
 }
 
 async fn reconcile_inner<K: Workload>(workload: &K, context: &Context) -> Result<Action, Error> {
@@ -271,6 +244,7 @@ async fn reconcile_inner<K: Workload>(workload: &K, context: &Context) -> Result
                 .metrics
                 .failure(CONTROLLER_NAME, error.metric_label());
             context
+                .events
                 .publish(
                     workload,
                     EventType::Warning,
@@ -291,6 +265,7 @@ async fn reconcile_inner<K: Workload>(workload: &K, context: &Context) -> Result
                 PoolChange::Created => {
                     context.counters.auto_pool_created();
                     context
+                        .events
                         .publish(
                             workload,
                             EventType::Normal,
@@ -305,6 +280,7 @@ async fn reconcile_inner<K: Workload>(workload: &K, context: &Context) -> Result
                 PoolChange::ScaledUp { from, to } | PoolChange::ScaledDown { from, to } => {
                     context.counters.auto_pool_scaled(to > from);
                     context
+                        .events
                         .publish(
                             workload,
                             EventType::Normal,
@@ -329,7 +305,8 @@ async fn reconcile_inner<K: Workload>(workload: &K, context: &Context) -> Result
                 };
                 if let Some(reason) = reason {
                     context
-                        .publish(
+                        .events
+            .publish(
                             workload,
                             EventType::Warning,
                             reason,

@@ -33,8 +33,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::ippool::cache::IpamCache;
-use crate::ippool::objects;
+use crate::shared::cache::IpamCache;
+use spiderpool_store::objects;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -379,7 +379,7 @@ mod tests {
     fn scrape(cache: IpamCache) -> String {
         let mut registry = Registry::with_prefix("spiderpool");
         let counters = IpamCounters::register(&mut registry, cache);
-        let controllers = crate::metrics::ControllerMetrics::register(&mut registry);
+        let controllers = crate::runtime::metrics::ControllerMetrics::register(&mut registry);
         // Labelled families appear with their first sample.
         counters.gc_failed("api_error");
         counters.auto_pool_failed("subnet_exhausted");
