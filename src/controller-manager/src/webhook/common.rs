@@ -214,6 +214,75 @@ impl CidrNeighbours<'_> {
     }
 }
 
+/// The part of a pool's or subnet's spec that never changes: its family and its CIDR.
+#[derive(Debug, Clone, Copy)]
+pub struct Family<'a> {
+    pub ip_version: Option<i64>,
+    pub subnet: &'a str,
+}
+
+/// What an UPDATE of a pool or subnet is judged on before its spec.
+pub struct Update<'a> {
+    pub kind: &'static str,
+    pub name: &'a str,
+    pub new_metadata: &'a ObjectMeta,
+    pub old: Family<'a>,
+    pub new: Family<'a>,
+    /// The denial of an update of a terminating object that still has our finalizer.
+    pub terminating: &'static str,
+}
+
+impl Update<'_> {
+    /// The start of `validateIPPoolUpdate` / `validateSubnetUpdate`: `Ok(false)` when the object
+    /// is terminating without our finalizer (nothing more is judged); a terminating one with it
+    /// may not change; `spec.ipVersion` and `spec.subnet` are not changeable.
+    pub fn judged(&self) -> Result<bool, Denial> {
+        if self.new_metadata.deletion_timestamp.is_some() {
+            if !has_finalizer(self.new_metadata) {
+                return Ok(false);
+            }
+            return Err(Denial::forbidden_plain(self.terminating));
+        }
+        let unchangeable = |field: &str| {
+            Denial::invalid_one(
+                self.kind,
+                self.name,
+                FieldError::forbidden(field, "is not changeable"),
+            )
+        };
+        if let (Some(new_version), Some(old_version)) = (self.new.ip_version, self.old.ip_version)
+            && new_version != old_version
+        {
+            return Err(unchangeable(IP_VERSION_FIELD));
+        }
+        if self.new.subnet != self.old.subnet {
+            return Err(unchangeable(SUBNET_FIELD));
+        }
+        Ok(true)
+    }
+}
+
+/// `validate*Delete` (only with `enableValidatingResourcesDeletedWebhook`): a pool or subnet with
+/// allocated addresses (`status.allocatedIPCount`) stays; `word` names the kind in the message.
+pub fn validate_delete_of_allocated(
+    settings: &ClusterSettings,
+    resource: &'static str,
+    name: String,
+    word: &str,
+    allocated: Option<i64>,
+) -> Result<(), Denial> {
+    match allocated {
+        Some(count) if count > 0 && settings.enable_validating_resources_deleted_webhook => {
+            Err(Denial::Forbidden {
+                resource: Some(resource),
+                name,
+                message: format!("cannot delete an {word} with allocated IPs({count})"),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Merges a list of ranges when it has more than one item (the mutating webhooks' rule).
 pub fn merge_if_several(
     version: IpVersion,

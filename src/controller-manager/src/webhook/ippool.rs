@@ -23,9 +23,9 @@ use spiderpool_ipam::routes::{Route, validate_pool_routes};
 use spiderpool_ipam::settings::ClusterSettings;
 
 use super::common::{
-    CidrNeighbours, IP_VERSION_FIELD, IPS_FIELD, SUBNET_FIELD, add_finalizer, controller_of,
-    default_version_and_cidr_label, go_label_selector, has_finalizer, merge_if_several,
-    validate_gateway, validate_ip_version, validate_label_selector,
+    CidrNeighbours, Family, IPS_FIELD, SUBNET_FIELD, Update, add_finalizer, controller_of,
+    default_version_and_cidr_label, go_label_selector, merge_if_several,
+    validate_delete_of_allocated, validate_gateway, validate_ip_version, validate_label_selector,
 };
 use super::field::{BadValue, Denial, FieldError};
 
@@ -204,29 +204,18 @@ pub fn validate_update(
     owner: &OwnerSubnet,
     settings: &ClusterSettings,
 ) -> Result<(), Denial> {
-    if new.metadata.deletion_timestamp.is_some() {
-        if !has_finalizer(&new.metadata) {
-            return Ok(());
-        }
-        return Err(Denial::forbidden_plain(
-            "cannot update a terminating IPPool",
-        ));
+    let update = Update {
+        kind: KIND,
+        name: &new.name_any(),
+        new_metadata: &new.metadata,
+        old: family(old),
+        new: family(new),
+        terminating: "cannot update a terminating IPPool",
+    };
+    if !update.judged()? {
+        return Ok(());
     }
     let one = |error: FieldError| invalid(new, vec![error]);
-    if let (Some(new_version), Some(old_version)) = (new.spec.ip_version, old.spec.ip_version)
-        && new_version != old_version
-    {
-        return Err(one(FieldError::forbidden(
-            IP_VERSION_FIELD,
-            "is not changeable",
-        )));
-    }
-    if new.spec.subnet != old.spec.subnet {
-        return Err(one(FieldError::forbidden(
-            SUBNET_FIELD,
-            "is not changeable",
-        )));
-    }
     let version =
         validate_ip_version(new.spec.ip_version, settings, MISSING_VERSION).map_err(one)?;
     validate_spec(new, version, pools).map_err(one)?;
@@ -243,20 +232,17 @@ pub fn validate_update(
 
 /// Validation on DELETE (only with `enableValidatingResourcesDeletedWebhook`).
 pub fn validate_delete(pool: &SpiderIPPool, settings: &ClusterSettings) -> Result<(), Denial> {
-    if !settings.enable_validating_resources_deleted_webhook {
-        return Ok(());
-    }
-    match pool
+    let allocated = pool
         .status
         .as_ref()
-        .and_then(|status| status.allocated_ip_count)
-    {
-        Some(count) if count > 0 => Err(Denial::Forbidden {
-            resource: Some(RESOURCE),
-            name: pool.name_any(),
-            message: format!("cannot delete an IPPool with allocated IPs({count})"),
-        }),
-        _ => Ok(()),
+        .and_then(|status| status.allocated_ip_count);
+    validate_delete_of_allocated(settings, RESOURCE, pool.name_any(), "IPPool", allocated)
+}
+
+fn family(pool: &SpiderIPPool) -> Family<'_> {
+    Family {
+        ip_version: pool.spec.ip_version,
+        subnet: &pool.spec.subnet,
     }
 }
 

@@ -12,9 +12,9 @@ use spiderpool_ipam::routes::{Route, validate_pool_routes};
 use spiderpool_ipam::settings::ClusterSettings;
 
 use super::common::{
-    CidrNeighbours, EXCLUDE_IPS_FIELD, IP_VERSION_FIELD, IPS_FIELD, SUBNET_FIELD, add_finalizer,
-    default_version_and_cidr_label, has_finalizer, merge_if_several, validate_contains_ip_range,
-    validate_gateway, validate_ip_version,
+    CidrNeighbours, EXCLUDE_IPS_FIELD, Family, IPS_FIELD, SUBNET_FIELD, Update, add_finalizer,
+    default_version_and_cidr_label, merge_if_several, validate_contains_ip_range,
+    validate_delete_of_allocated, validate_gateway, validate_ip_version,
 };
 use super::field::{BadValue, Denial, FieldError};
 
@@ -76,28 +76,19 @@ pub fn validate_update(
     new: &SpiderSubnet,
     settings: &ClusterSettings,
 ) -> Result<(), Denial> {
-    if new.metadata.deletion_timestamp.is_some() {
-        if !has_finalizer(&new.metadata) {
-            return Ok(());
-        }
+    let update = Update {
+        kind: KIND,
+        name: &new.name_any(),
+        new_metadata: &new.metadata,
+        old: family(old),
+        new: family(new),
         // Upstream's spelling.
-        return Err(Denial::forbidden_plain("cannot update a terminaing Subnet"));
+        terminating: "cannot update a terminaing Subnet",
+    };
+    if !update.judged()? {
+        return Ok(());
     }
     let one = |error: FieldError| invalid(new, error);
-    if let (Some(new_version), Some(old_version)) = (new.spec.ip_version, old.spec.ip_version)
-        && new_version != old_version
-    {
-        return Err(one(FieldError::forbidden(
-            IP_VERSION_FIELD,
-            "is not changeable",
-        )));
-    }
-    if new.spec.subnet != old.spec.subnet {
-        return Err(one(FieldError::forbidden(
-            SUBNET_FIELD,
-            "is not changeable",
-        )));
-    }
     let version =
         validate_ip_version(new.spec.ip_version, settings, MISSING_VERSION).map_err(one)?;
     validate_spec(new, version).map_err(one)?;
@@ -106,20 +97,17 @@ pub fn validate_update(
 
 /// Validation on DELETE (only with `enableValidatingResourcesDeletedWebhook`).
 pub fn validate_delete(subnet: &SpiderSubnet, settings: &ClusterSettings) -> Result<(), Denial> {
-    if !settings.enable_validating_resources_deleted_webhook {
-        return Ok(());
-    }
-    match subnet
+    let allocated = subnet
         .status
         .as_ref()
-        .and_then(|status| status.allocated_ip_count)
-    {
-        Some(count) if count > 0 => Err(Denial::Forbidden {
-            resource: Some(RESOURCE),
-            name: subnet.name_any(),
-            message: format!("cannot delete an Subnet with allocated IPs({count})"),
-        }),
-        _ => Ok(()),
+        .and_then(|status| status.allocated_ip_count);
+    validate_delete_of_allocated(settings, RESOURCE, subnet.name_any(), "Subnet", allocated)
+}
+
+fn family(subnet: &SpiderSubnet) -> Family<'_> {
+    Family {
+        ip_version: subnet.spec.ip_version,
+        subnet: &subnet.spec.subnet,
     }
 }
 
@@ -347,7 +335,7 @@ mod tests {
                 .map(String::as_str),
             Some("fd00---120")
         );
-        assert!(has_finalizer(&candidate.metadata));
+        assert!(crate::webhook::common::has_finalizer(&candidate.metadata));
     }
 
     #[test]
