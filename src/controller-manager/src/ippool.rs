@@ -30,10 +30,10 @@ use spiderpool_ipam::ledger::LedgerError;
 use spiderpool_ipam::pod::AppRef;
 use spiderpool_store::objects::{self, is_conflict, is_not_found};
 
-use crate::runtime::admin::{Readiness, mark_ready_when_synced};
+use crate::runtime::admin::Readiness;
 use crate::runtime::backoff::ErrorBackoff;
 use crate::runtime::metrics::ControllerMetrics;
-use crate::runtime::reconcile::{Frame, drain};
+use crate::runtime::reconcile::Frame;
 use crate::shared::IpamShared;
 use crate::shared::metrics::{IpamCounters, pool_usage};
 use crate::shared::workloads::current_uid;
@@ -66,9 +66,8 @@ fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 
 pub struct Context {
     pub client: Client,
-    pub metrics: ControllerMetrics,
+    pub frame: Frame,
     pub counters: IpamCounters,
-    pub backoff: ErrorBackoff,
     pub legacy_check: Duration,
 }
 
@@ -76,18 +75,13 @@ impl Context {
     pub fn new(shared: &IpamShared, metrics: ControllerMetrics) -> Context {
         Context {
             client: shared.client.clone(),
-            metrics,
+            frame: Frame::new(
+                CONTROLLER_NAME,
+                metrics,
+                ErrorBackoff::new(Duration::from_millis(100), Duration::from_secs(60)),
+            ),
             counters: shared.counters.clone(),
-            backoff: ErrorBackoff::new(Duration::from_millis(100), Duration::from_secs(60)),
             legacy_check: Duration::from_secs(120),
-        }
-    }
-
-    fn frame(&self) -> Frame<'_> {
-        Frame {
-            controller: CONTROLLER_NAME,
-            metrics: &self.metrics,
-            backoff: &self.backoff,
         }
     }
 }
@@ -95,28 +89,25 @@ impl Context {
 pub async fn run(context: Arc<Context>, readiness: Readiness) {
     let pools: Api<SpiderIPPool> = Api::all(context.client.clone());
     let controller = Controller::new(pools, watcher::Config::default().any_semantic());
-    tokio::spawn(mark_ready_when_synced(
-        controller.store(),
-        readiness,
-        READINESS,
-    ));
-    drain(
-        CONTROLLER_NAME,
-        controller.run(reconcile, error_policy, context),
-    )
-    .await;
+    let store = controller.store();
+    let outcomes = controller.run(reconcile, error_policy, context.clone());
+    context
+        .frame
+        .run(store, readiness, READINESS, outcomes)
+        .await;
 }
 
 async fn reconcile(pool: Arc<SpiderIPPool>, context: Arc<Context>) -> Result<Action, Error> {
-    let frame = context.frame();
-    frame
+    context
+        .frame
         .timed(&pool.name_any(), reconcile_inner(&pool, &context))
         .await
 }
 
 fn error_policy(pool: Arc<SpiderIPPool>, error: &Error, context: Arc<Context>) -> Action {
-    let frame = context.frame();
-    frame.requeue(&pool.name_any(), error.metric_label(), error, false)
+    context
+        .frame
+        .requeue(&pool.name_any(), error.metric_label(), error, false)
 }
 
 fn has_finalizer(pool: &SpiderIPPool) -> bool {

@@ -33,10 +33,10 @@ use spiderpool_ipam::range::IpSet;
 use spiderpool_store::autopool::write_subnet_status;
 use spiderpool_store::objects::{self, canonical_cidr, is_conflict, is_not_found};
 
-use crate::runtime::admin::{Readiness, mark_ready_when_synced};
+use crate::runtime::admin::Readiness;
 use crate::runtime::backoff::ErrorBackoff;
 use crate::runtime::metrics::ControllerMetrics;
-use crate::runtime::reconcile::{Frame, drain};
+use crate::runtime::reconcile::Frame;
 use crate::shared::IpamShared;
 use crate::shared::cache::IpamCache;
 use crate::shared::locks::SubnetLocks;
@@ -78,8 +78,7 @@ fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 
 pub struct Context {
     pub client: Client,
-    pub metrics: ControllerMetrics,
-    pub backoff: ErrorBackoff,
+    pub frame: Frame,
     pub cache: IpamCache,
     pub locks: SubnetLocks,
 }
@@ -88,18 +87,13 @@ impl Context {
     pub fn new(shared: &IpamShared, metrics: ControllerMetrics) -> Context {
         Context {
             client: shared.client.clone(),
-            metrics,
-            backoff: ErrorBackoff::new(Duration::from_millis(100), Duration::from_secs(60)),
+            frame: Frame::new(
+                CONTROLLER_NAME,
+                metrics,
+                ErrorBackoff::new(Duration::from_millis(100), Duration::from_secs(60)),
+            ),
             cache: shared.cache.clone(),
             locks: shared.locks.clone(),
-        }
-    }
-
-    fn frame(&self) -> Frame<'_> {
-        Frame {
-            controller: CONTROLLER_NAME,
-            metrics: &self.metrics,
-            backoff: &self.backoff,
         }
     }
 }
@@ -129,29 +123,30 @@ pub async fn run(context: Arc<Context>, readiness: Readiness) {
     let pools: Api<SpiderIPPool> = Api::all(context.client.clone());
     let controller = Controller::new(subnets, watcher::Config::default().any_semantic());
     let store = controller.store();
-    tokio::spawn(mark_ready_when_synced(store.clone(), readiness, READINESS));
+    let ready = store.clone();
     let controller = controller.watches(
         pools,
         watcher::Config::default().any_semantic(),
         move |pool| subnets_of(&pool, &store),
     );
-    drain(
-        CONTROLLER_NAME,
-        controller.run(reconcile, error_policy, context),
-    )
-    .await;
+    let outcomes = controller.run(reconcile, error_policy, context.clone());
+    context
+        .frame
+        .run(ready, readiness, READINESS, outcomes)
+        .await;
 }
 
 async fn reconcile(subnet: Arc<SpiderSubnet>, context: Arc<Context>) -> Result<Action, Error> {
-    let frame = context.frame();
-    frame
+    context
+        .frame
         .timed(&subnet.name_any(), reconcile_inner(&subnet, &context))
         .await
 }
 
 fn error_policy(subnet: Arc<SpiderSubnet>, error: &Error, context: Arc<Context>) -> Action {
-    let frame = context.frame();
-    frame.requeue(&subnet.name_any(), error.metric_label(), error, false)
+    context
+        .frame
+        .requeue(&subnet.name_any(), error.metric_label(), error, false)
 }
 
 /// What the controller found out about one `controlledIPPools` entry.

@@ -21,14 +21,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use spiderpool_api::{SpiderIPPool, SpiderReservedIP};
+use spiderpool_ipam::ip::{IpVersion, parse_any_ip, parse_ip};
+use spiderpool_ipam::ledger::{
+    AllocateError, IpAndUid, PoolIpAllocation, PoolIpAllocations, allocate,
+};
+use spiderpool_ipam::pool::PoolView;
+use spiderpool_ipam::range::IpSet;
 
 use super::cas::{CasStats, PoolWriter, Step, WriteError};
 use super::objects::{pool_view, reserved_set};
 use super::{StoreError, api_error};
-use spiderpool_ipam::ip::parse_ip;
-use spiderpool_ipam::ledger::{
-    AllocateError, IpAndUid, PoolIpAllocation, PoolIpAllocations, allocate,
-};
 
 /// A change of one pool's ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +189,28 @@ fn apply_op(
     }
 }
 
+/// What the pure step of an operation reads from a pool: its view, its ledger, and the reserved
+/// addresses of its family (none when `reservations` were not read: a release needs none).
+fn ledger_inputs(
+    pool: &str,
+    current: &SpiderIPPool,
+    reservations: Option<&[SpiderReservedIP]>,
+) -> Result<(PoolView, PoolIpAllocations, IpSet), StoreError> {
+    let view = pool_view(current);
+    let records = PoolIpAllocations::parse(
+        pool,
+        current
+            .status
+            .as_ref()
+            .and_then(|status| status.allocated_ips.as_deref()),
+    )?;
+    let reserved = match (reservations, view.ip_version) {
+        (Some(reservations), Some(version)) => reserved_set(reservations, version),
+        _ => IpSet::new(view.ip_version.unwrap_or(IpVersion::V4)),
+    };
+    Ok((view, records, reserved))
+}
+
 impl PoolWriter {
     /// Applies `op` to `pool`: combined with the node's other queued operations when a lock
     /// directory is configured, as a plain compare-and-swap otherwise (where `first_read`, a copy
@@ -195,7 +220,7 @@ impl PoolWriter {
         pool: &str,
         op: LedgerOp,
         max_allocated_ips: i64,
-        first_read: Option<spiderpool_api::SpiderIPPool>,
+        first_read: Option<SpiderIPPool>,
         deadline: Instant,
     ) -> Result<(LedgerOutcome, CasStats), StoreError> {
         match &self.lock_dir {
@@ -206,20 +231,8 @@ impl PoolWriter {
             None => {
                 let reserved = self.reserved_for(pool, &op).await?;
                 self.update(pool, first_read, deadline, |current| {
-                    let view = pool_view(current);
-                    let mut records = PoolIpAllocations::parse(
-                        pool,
-                        current
-                            .status
-                            .as_ref()
-                            .and_then(|status| status.allocated_ips.as_deref()),
-                    )?;
-                    let reserved = view
-                        .ip_version
-                        .map(|version| reserved_set(&reserved, version))
-                        .unwrap_or_else(|| {
-                            spiderpool_ipam::range::IpSet::new(spiderpool_ipam::ip::IpVersion::V4)
-                        });
+                    let (view, mut records, reserved) =
+                        ledger_inputs(pool, current, Some(&reserved))?;
                     let (outcome, changed) =
                         apply_op(&op, &mut records, &view, &reserved, max_allocated_ips);
                     Ok(if changed {
@@ -238,25 +251,21 @@ impl PoolWriter {
         &self,
         _pool: &str,
         op: &LedgerOp,
-    ) -> Result<Vec<spiderpool_api::SpiderReservedIP>, StoreError> {
+    ) -> Result<Vec<SpiderReservedIP>, StoreError> {
         if !matches!(op, LedgerOp::Allocate { .. }) {
             return Ok(Vec::new());
         }
         self.reserved().await
     }
 
-    pub(crate) async fn reserved(
-        &self,
-    ) -> Result<Vec<spiderpool_api::SpiderReservedIP>, StoreError> {
+    pub(crate) async fn reserved(&self) -> Result<Vec<SpiderReservedIP>, StoreError> {
         self.reserved_list()
             .await
             .map_err(|error| api_error("list SpiderReservedIPs", error))
     }
 
     /// The reserved addresses, listed at most once per store.
-    pub(crate) async fn reserved_list(
-        &self,
-    ) -> Result<Vec<spiderpool_api::SpiderReservedIP>, kube::Error> {
+    pub(crate) async fn reserved_list(&self) -> Result<Vec<SpiderReservedIP>, kube::Error> {
         let api = self.reserved_ips.clone();
         self.reserved_cache
             .get_or_try_init(|| async move {
@@ -342,21 +351,8 @@ impl PoolWriter {
                     pool: pool.to_string(),
                 })?;
             dir.cache_pool(&current);
-            let view = pool_view(&current);
-            let mut records = PoolIpAllocations::parse(
-                pool,
-                current
-                    .status
-                    .as_ref()
-                    .and_then(|status| status.allocated_ips.as_deref()),
-            )?;
-            let reserved_set = match (&reserved, view.ip_version) {
-                (Some(reservations), Some(version)) => reserved_set(reservations, version),
-                _ => spiderpool_ipam::range::IpSet::new(
-                    view.ip_version
-                        .unwrap_or(spiderpool_ipam::ip::IpVersion::V4),
-                ),
-            };
+            let (view, mut records, reserved_set) =
+                ledger_inputs(pool, &current, reserved.as_deref())?;
             let mut outcomes: Vec<(PathBuf, LedgerOutcome)> = Vec::with_capacity(batch.len());
             let mut own: Option<LedgerOutcome> = None;
             let mut changed = false;
@@ -503,13 +499,13 @@ pub fn release_op(addresses: &[IpAndUid]) -> LedgerOp {
 /// The allocated address of an outcome.
 pub fn allocated_address(
     outcome: &LedgerOutcome,
-    version: Option<spiderpool_ipam::ip::IpVersion>,
+    version: Option<IpVersion>,
 ) -> Option<(std::net::IpAddr, bool)> {
     match outcome {
         LedgerOutcome::Allocated { ip, created } => {
             let address = match version {
                 Some(version) => parse_ip(version, ip),
-                None => spiderpool_ipam::ip::parse_any_ip(ip),
+                None => parse_any_ip(ip),
             }?;
             Some((address, *created))
         }
@@ -520,7 +516,6 @@ pub fn allocated_address(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spiderpool_ipam::ip::IpVersion;
     use spiderpool_ipam::pool::PoolView;
     use spiderpool_ipam::range::IpSet;
 

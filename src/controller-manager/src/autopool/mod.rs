@@ -40,10 +40,10 @@ use spiderpool_ipam::annotations::has_subnet_annotation;
 use spiderpool_ipam::autopool::{AutoPoolError, PoolChange, plan_workload};
 use spiderpool_store::autopool::ReconcileError;
 
-use crate::runtime::admin::{Readiness, mark_ready_when_synced};
+use crate::runtime::admin::Readiness;
 use crate::runtime::backoff::ErrorBackoff;
 use crate::runtime::metrics::ControllerMetrics;
-use crate::runtime::reconcile::{Events, Frame, drain};
+use crate::runtime::reconcile::{Events, Frame};
 use crate::shared::IpamShared;
 use crate::shared::cache::IpamCache;
 use crate::shared::locks::SubnetLocks;
@@ -83,9 +83,8 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub events: Events,
-    pub metrics: ControllerMetrics,
+    pub frame: Frame,
     pub counters: IpamCounters,
-    pub backoff: ErrorBackoff,
     pub cache: IpamCache,
     pub locks: SubnetLocks,
     pub batches: pools::SubnetBatches,
@@ -99,22 +98,17 @@ impl Context {
         Context {
             events: Events::new(&shared.client, "ReconcileAutoPool"),
             client: shared.client.clone(),
-            metrics,
+            frame: Frame::new(
+                CONTROLLER_NAME,
+                metrics,
+                ErrorBackoff::new(Duration::from_millis(200), Duration::from_secs(60)),
+            ),
             counters: shared.counters.clone(),
-            backoff: ErrorBackoff::new(Duration::from_millis(200), Duration::from_secs(60)),
             cache: shared.cache.clone(),
             locks: shared.locks.clone(),
             batches: pools::SubnetBatches::default(),
             settings: shared.settings.clone(),
             resync,
-        }
-    }
-
-    fn frame(&self) -> Frame<'_> {
-        Frame {
-            controller: CONTROLLER_NAME,
-            metrics: &self.metrics,
-            backoff: &self.backoff,
         }
     }
 
@@ -196,13 +190,12 @@ async fn run_kind<K: Workload>(context: Arc<Context>, readiness: Readiness) {
             }
         })
         .predicate_filter(fingerprint::<K>, Default::default());
-    tokio::spawn(mark_ready_when_synced(reader.clone(), readiness, condition));
-    let controller = Controller::for_stream(triggers, reader);
-    drain(
-        CONTROLLER_NAME,
-        controller.run(reconcile::<K>, error_policy::<K>, context),
-    )
-    .await;
+    let controller = Controller::for_stream(triggers, reader.clone());
+    let outcomes = controller.run(reconcile::<K>, error_policy::<K>, context.clone());
+    context
+        .frame
+        .run(reader, readiness, condition, outcomes)
+        .await;
 }
 
 fn key<K: Workload>(workload: &K) -> String {
@@ -215,8 +208,8 @@ fn key<K: Workload>(workload: &K) -> String {
 }
 
 async fn reconcile<K: Workload>(workload: Arc<K>, context: Arc<Context>) -> Result<Action, Error> {
-    let frame = context.frame();
-    frame
+    context
+        .frame
         .timed(
             &key(workload.as_ref()),
             reconcile_inner(workload.as_ref(), &context),
@@ -226,8 +219,9 @@ async fn reconcile<K: Workload>(workload: Arc<K>, context: Arc<Context>) -> Resu
 
 /// Failures are logged at info: waiting for a scale-down or a conflict is normal operation.
 fn error_policy<K: Workload>(workload: Arc<K>, error: &Error, context: Arc<Context>) -> Action {
-    let frame = context.frame();
-    frame.requeue(&key(workload.as_ref()), error.metric_label(), error, true)
+    context
+        .frame
+        .requeue(&key(workload.as_ref()), error.metric_label(), error, true)
 }
 
 async fn reconcile_inner<K: Workload>(workload: &K, context: &Context) -> Result<Action, Error> {
@@ -240,9 +234,7 @@ async fn reconcile_inner<K: Workload>(workload: &K, context: &Context) -> Result
         Ok(requests) => requests,
         Err(error) => {
             context.counters.auto_pool_failed(error.metric_label());
-            context
-                .metrics
-                .failure(CONTROLLER_NAME, error.metric_label());
+            context.frame.failure(error.metric_label());
             context
                 .events
                 .publish(
@@ -326,9 +318,7 @@ async fn reconcile_inner<K: Workload>(workload: &K, context: &Context) -> Result
     match first_error {
         None => Ok(Action::requeue(context.resync)),
         Some(error) if error.is_wrong_input() => {
-            context
-                .metrics
-                .failure(CONTROLLER_NAME, error.metric_label());
+            context.frame.failure(error.metric_label());
             tracing::warn!(workload = %key(workload), %error, "not retrying until the workload changes");
             Ok(Action::await_change())
         }

@@ -22,10 +22,10 @@ use serde_json::json;
 use spiderpool_api::{NetworkAttachmentDefinition, SpiderMultusConfig};
 
 use super::render::{self, RenderError};
-use crate::runtime::admin::{Readiness, mark_ready_when_synced};
+use crate::runtime::admin::Readiness;
 use crate::runtime::backoff::ErrorBackoff;
 use crate::runtime::metrics::ControllerMetrics;
-use crate::runtime::reconcile::{Events, Frame, drain};
+use crate::runtime::reconcile::{Events, Frame};
 
 pub const CONTROLLER_NAME: &str = "multusconfig";
 /// Field manager of everything this controller applies.
@@ -68,8 +68,7 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub events: Events,
-    pub metrics: ControllerMetrics,
-    pub backoff: ErrorBackoff,
+    pub frame: Frame,
 }
 
 impl Context {
@@ -77,16 +76,11 @@ impl Context {
         Self {
             events: Events::new(&client, "Reconcile"),
             client,
-            metrics,
-            backoff: ErrorBackoff::new(Duration::from_millis(200), Duration::from_secs(300)),
-        }
-    }
-
-    fn frame(&self) -> Frame<'_> {
-        Frame {
-            controller: CONTROLLER_NAME,
-            metrics: &self.metrics,
-            backoff: &self.backoff,
+            frame: Frame::new(
+                CONTROLLER_NAME,
+                metrics,
+                ErrorBackoff::new(Duration::from_millis(200), Duration::from_secs(300)),
+            ),
         }
     }
 }
@@ -97,16 +91,12 @@ pub async fn run(context: Arc<Context>, readiness: Readiness) {
     let nads: Api<NetworkAttachmentDefinition> = Api::all(context.client.clone());
     let controller = Controller::new(smcs, watcher::Config::default().any_semantic())
         .owns(nads, watcher::Config::default().any_semantic());
-    tokio::spawn(mark_ready_when_synced(
-        controller.store(),
-        readiness,
-        READINESS,
-    ));
-    drain(
-        CONTROLLER_NAME,
-        controller.run(reconcile, error_policy, context),
-    )
-    .await;
+    let store = controller.store();
+    let outcomes = controller.run(reconcile, error_policy, context.clone());
+    context
+        .frame
+        .run(store, readiness, READINESS, outcomes)
+        .await;
 }
 
 fn key(smc: &SpiderMultusConfig) -> String {
@@ -114,15 +104,16 @@ fn key(smc: &SpiderMultusConfig) -> String {
 }
 
 async fn reconcile(smc: Arc<SpiderMultusConfig>, context: Arc<Context>) -> Result<Action, Error> {
-    let frame = context.frame();
-    frame
+    context
+        .frame
         .timed(&key(&smc), reconcile_inner(&smc, &context))
         .await
 }
 
 fn error_policy(smc: Arc<SpiderMultusConfig>, error: &Error, context: Arc<Context>) -> Action {
-    let frame = context.frame();
-    frame.requeue(&key(&smc), error.metric_label(), error, false)
+    context
+        .frame
+        .requeue(&key(&smc), error.metric_label(), error, false)
 }
 
 async fn reconcile_inner(smc: &SpiderMultusConfig, context: &Context) -> Result<Action, Error> {
@@ -136,9 +127,7 @@ async fn reconcile_inner(smc: &SpiderMultusConfig, context: &Context) -> Result<
         Ok(rendered) => rendered,
         Err(error) => {
             // Bad input is the user's to fix; retrying would not help. Report it and wait for an edit.
-            context
-                .metrics
-                .failure(CONTROLLER_NAME, error.metric_label());
+            context.frame.failure(error.metric_label());
             report_render_error(smc, context, &error).await;
             return Ok(Action::await_change());
         }

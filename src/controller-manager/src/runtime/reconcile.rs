@@ -1,8 +1,8 @@
-//! The frame every reconciler shares: a reconcile is timed in the controller metrics and a
-//! success forgets the object's failures ([`Frame::timed`]); a failure is counted under its
-//! stable category, logged and requeued after the object's own backoff ([`Frame::requeue`]); the
-//! outcomes a controller's run stream yields are drained at debug level ([`drain`]); Events are
-//! published as this process ([`Events`]).
+//! The frame every reconciler shares ([`Frame`]): a reconcile is timed in the controller metrics
+//! and a success forgets the object's failures; a failure is counted under its stable category,
+//! logged and requeued after the object's own backoff; the controller's run stream is drained
+//! with its outcomes at debug level, and its readiness follows its cache. Events are published as
+//! this process ([`Events`]).
 
 use std::fmt::Display;
 use std::future::Future;
@@ -10,23 +10,60 @@ use std::future::Future;
 use futures::{Stream, StreamExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{Lookup, Store};
 use kube::{Client, Resource};
 
+use super::admin::{Readiness, mark_ready_when_synced};
 use super::backoff::ErrorBackoff;
 use super::metrics::ControllerMetrics;
 
-/// The controller's name and its shared metrics and per-object backoff.
-#[derive(Clone, Copy)]
-pub struct Frame<'a> {
-    pub controller: &'static str,
-    pub metrics: &'a ControllerMetrics,
-    pub backoff: &'a ErrorBackoff,
+/// A controller's name, the metrics every controller shares and its per-object backoff.
+pub struct Frame {
+    controller: &'static str,
+    metrics: ControllerMetrics,
+    backoff: ErrorBackoff,
 }
 
-impl Frame<'_> {
+impl Frame {
+    pub fn new(
+        controller: &'static str,
+        metrics: ControllerMetrics,
+        backoff: ErrorBackoff,
+    ) -> Self {
+        Frame {
+            controller,
+            metrics,
+            backoff,
+        }
+    }
+
+    /// Runs the controller's `stream` to its end; `condition` holds once `store` has listed
+    /// everything. Every outcome (errors are already reported by [`Frame::requeue`]) is logged
+    /// at debug level.
+    pub async fn run<K, T, E: Display>(
+        &self,
+        store: Store<K>,
+        readiness: Readiness,
+        condition: &'static str,
+        stream: impl Stream<Item = Result<T, E>>,
+    ) where
+        K: Lookup + Clone + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        tokio::spawn(mark_ready_when_synced(store, readiness, condition));
+        let controller = self.controller;
+        stream
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::debug!(controller, %error, "reconcile outcome");
+                }
+            })
+            .await;
+    }
+
     /// Runs one reconcile of the object `key`.
     pub async fn timed<T, E>(
-        self,
+        &self,
         key: &str,
         reconcile: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
@@ -39,17 +76,22 @@ impl Frame<'_> {
         result
     }
 
+    /// A failure counted under its stable `category`.
+    pub fn failure(&self, category: &'static str) {
+        self.metrics.failure(self.controller, category);
+    }
+
     /// `error_policy`: the failure of `key` counted under `category` and requeued after its
     /// backoff; `quiet` logs it at info (failures that are part of normal operation, e.g. a
     /// scale-down waiting for pods to free addresses) instead of warn.
     pub fn requeue(
-        self,
+        &self,
         key: &str,
         category: &'static str,
         error: &dyn Display,
         quiet: bool,
     ) -> Action {
-        self.metrics.failure(self.controller, category);
+        self.failure(category);
         let delay = self.backoff.next_delay(key);
         if quiet {
             tracing::info!(controller = self.controller, object = %key, %error, retry_in = ?delay, "reconcile failed");
@@ -58,21 +100,6 @@ impl Frame<'_> {
         }
         Action::requeue(delay)
     }
-}
-
-/// Runs a controller's stream to its end; every outcome (errors are already reported by
-/// [`Frame::requeue`]) is logged at debug level.
-pub async fn drain<T, E: Display>(
-    controller: &'static str,
-    stream: impl Stream<Item = Result<T, E>>,
-) {
-    stream
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(controller, %error, "reconcile outcome");
-            }
-        })
-        .await;
 }
 
 /// A controller's Events, reported as `spiderpool-controller-manager`, instance `$HOSTNAME` (the

@@ -221,45 +221,40 @@ pub struct Family<'a> {
     pub subnet: &'a str,
 }
 
-/// What an UPDATE of a pool or subnet is judged on before its spec.
-pub struct Update<'a> {
-    pub kind: &'static str,
-    pub name: &'a str,
-    pub new_metadata: &'a ObjectMeta,
-    pub old: Family<'a>,
-    pub new: Family<'a>,
-    /// The denial of an update of a terminating object that still has our finalizer.
-    pub terminating: &'static str,
-}
-
-impl Update<'_> {
-    /// The start of `validateIPPoolUpdate` / `validateSubnetUpdate`: `Ok(false)` when the object
-    /// is terminating without our finalizer (nothing more is judged); a terminating one with it
-    /// may not change; `spec.ipVersion` and `spec.subnet` are not changeable.
-    pub fn judged(&self) -> Result<bool, Denial> {
-        if self.new_metadata.deletion_timestamp.is_some() {
-            if !has_finalizer(self.new_metadata) {
-                return Ok(false);
-            }
-            return Err(Denial::forbidden_plain(self.terminating));
+/// The start of `validateIPPoolUpdate` / `validateSubnetUpdate` for an object of `kind`:
+/// `Ok(false)` when the object is terminating without our finalizer (nothing more is judged); a
+/// terminating one with it may not change (denied with `terminating`); `spec.ipVersion` and
+/// `spec.subnet` are not changeable.
+pub fn update_is_judged(
+    kind: &'static str,
+    new_metadata: &ObjectMeta,
+    old: Family<'_>,
+    new: Family<'_>,
+    terminating: &'static str,
+) -> Result<bool, Denial> {
+    if new_metadata.deletion_timestamp.is_some() {
+        if !has_finalizer(new_metadata) {
+            return Ok(false);
         }
-        let unchangeable = |field: &str| {
-            Denial::invalid_one(
-                self.kind,
-                self.name,
-                FieldError::forbidden(field, "is not changeable"),
-            )
-        };
-        if let (Some(new_version), Some(old_version)) = (self.new.ip_version, self.old.ip_version)
-            && new_version != old_version
-        {
-            return Err(unchangeable(IP_VERSION_FIELD));
-        }
-        if self.new.subnet != self.old.subnet {
-            return Err(unchangeable(SUBNET_FIELD));
-        }
-        Ok(true)
+        return Err(Denial::forbidden_plain(terminating));
     }
+    let name = new_metadata.name.as_deref().unwrap_or_default();
+    let unchangeable = |field: &str| {
+        Denial::invalid_one(
+            kind,
+            name,
+            FieldError::forbidden(field, "is not changeable"),
+        )
+    };
+    if let (Some(new_version), Some(old_version)) = (new.ip_version, old.ip_version)
+        && new_version != old_version
+    {
+        return Err(unchangeable(IP_VERSION_FIELD));
+    }
+    if new.subnet != old.subnet {
+        return Err(unchangeable(SUBNET_FIELD));
+    }
+    Ok(true)
 }
 
 /// `validate*Delete` (only with `enableValidatingResourcesDeletedWebhook`): a pool or subnet with

@@ -23,8 +23,8 @@ use spiderpool_ipam::routes::{Route, validate_pool_routes};
 use spiderpool_ipam::settings::ClusterSettings;
 
 use super::common::{
-    CidrNeighbours, Family, IPS_FIELD, SUBNET_FIELD, Update, add_finalizer, controller_of,
-    default_version_and_cidr_label, go_label_selector, merge_if_several,
+    CidrNeighbours, Family, IPS_FIELD, SUBNET_FIELD, add_finalizer, controller_of,
+    default_version_and_cidr_label, go_label_selector, merge_if_several, update_is_judged,
     validate_delete_of_allocated, validate_gateway, validate_ip_version, validate_label_selector,
 };
 use super::field::{BadValue, Denial, FieldError};
@@ -32,6 +32,7 @@ use super::field::{BadValue, Denial, FieldError};
 pub const KIND: &str = "SpiderIPPool";
 pub const RESOURCE: &str = "spiderippools";
 const POD_AFFINITY_FIELD: &str = "spec.podAffinity";
+const TERMINATING: &str = "cannot update a terminating IPPool";
 const MISSING_VERSION: &str = "is not generated correctly, 'spec.subnet' may be invalid";
 
 /// The owner subnet of a pool as the handler found it.
@@ -204,15 +205,7 @@ pub fn validate_update(
     owner: &OwnerSubnet,
     settings: &ClusterSettings,
 ) -> Result<(), Denial> {
-    let update = Update {
-        kind: KIND,
-        name: &new.name_any(),
-        new_metadata: &new.metadata,
-        old: family(old),
-        new: family(new),
-        terminating: "cannot update a terminating IPPool",
-    };
-    if !update.judged()? {
+    if !update_is_judged(KIND, &new.metadata, family(old), family(new), TERMINATING)? {
         return Ok(());
     }
     let one = |error: FieldError| invalid(new, vec![error]);

@@ -12,14 +12,15 @@ use spiderpool_ipam::routes::{Route, validate_pool_routes};
 use spiderpool_ipam::settings::ClusterSettings;
 
 use super::common::{
-    CidrNeighbours, EXCLUDE_IPS_FIELD, Family, IPS_FIELD, SUBNET_FIELD, Update, add_finalizer,
-    default_version_and_cidr_label, merge_if_several, validate_contains_ip_range,
+    CidrNeighbours, EXCLUDE_IPS_FIELD, Family, IPS_FIELD, SUBNET_FIELD, add_finalizer,
+    default_version_and_cidr_label, merge_if_several, update_is_judged, validate_contains_ip_range,
     validate_delete_of_allocated, validate_gateway, validate_ip_version,
 };
 use super::field::{BadValue, Denial, FieldError};
 
 pub const KIND: &str = "SpiderSubnet";
 pub const RESOURCE: &str = "spidersubnets";
+const TERMINATING: &str = "cannot update a terminaing Subnet";
 const MISSING_VERSION: &str = "is not generated correctly, 'spec.subnet' may be invalid";
 const CONTROLLED_IPPOOLS_FIELD: &str = "status.controlledIPPools";
 
@@ -76,16 +77,8 @@ pub fn validate_update(
     new: &SpiderSubnet,
     settings: &ClusterSettings,
 ) -> Result<(), Denial> {
-    let update = Update {
-        kind: KIND,
-        name: &new.name_any(),
-        new_metadata: &new.metadata,
-        old: family(old),
-        new: family(new),
-        // Upstream's spelling.
-        terminating: "cannot update a terminaing Subnet",
-    };
-    if !update.judged()? {
+    // Upstream's spelling.
+    if !update_is_judged(KIND, &new.metadata, family(old), family(new), TERMINATING)? {
         return Ok(());
     }
     let one = |error: FieldError| invalid(new, error);
