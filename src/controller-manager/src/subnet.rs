@@ -408,7 +408,7 @@ async fn plan(context: &Context, subnet: &SpiderSubnet) -> Result<Work, Error> {
 
 async fn reconcile_inner(cached: &SpiderSubnet, context: &Context) -> Result<Action, Error> {
     // A first look at the cached version, without the lock: most events (a pool's status
-    // changed, a pool the application controller just created and recorded) need nothing.
+    // changed, a pool the auto-pool controller just created and recorded) need nothing.
     if plan(context, cached).await?.is_noop() {
         return Ok(Action::requeue(RESYNC));
     }
@@ -416,7 +416,7 @@ async fn reconcile_inner(cached: &SpiderSubnet, context: &Context) -> Result<Act
     let subnets: Api<SpiderSubnet> = Api::all(context.client.clone());
     let pools: Api<SpiderIPPool> = Api::all(context.client.clone());
     let _guard = context.locks.lock(&name).await;
-    // Under the lock the application controller may just have written: read afresh.
+    // Under the lock the auto-pool controller may just have written: read afresh.
     let Some(subnet) = subnets
         .get_opt(&name)
         .await

@@ -12,7 +12,13 @@
 //!   ([`CasStats`]); optionally serialised per pool on one node with a lock file ([`lock`]);
 //! - the SpiderEndpoint of the pod (§5.7): created with a finalizer and an owner reference to the
 //!   pod (none for StatefulSet pods, whose addresses outlive the pod), updated with a
-//!   `resourceVersion` precondition.
+//!   `resourceVersion` precondition;
+//! - auto pools and their subnet records ([`autopool`]): the one reconcile the controller-manager
+//!   and the plugin share, and the one writer of `SpiderSubnet.status`.
+//!
+//! [`objects`] reads API objects as the core's views and sets. An ADD is planned by a pure
+//! planner and carried out by an executor with a rollback log (`allocate/`); its failure paths
+//! are tested against a fake API server that fails, answers late and loses answers.
 //!
 //! Nothing is cached between calls (every CNI call is a new process), and nothing is serialised
 //! through a lease.

@@ -163,7 +163,7 @@ pub fn detail_to_api(detail: &IpAllocationDetail) -> IPAllocationDetail {
 }
 
 // Reading SpiderIPPools and SpiderSubnets as the core's sets, shared with the controller-manager's
-// IPPool, Subnet and application controllers, the garbage collector and the usage metrics.
+// IPPool, Subnet and auto-pool controllers, the garbage collector and the usage metrics.
 
 /// `Go net.IPNet.String()` of a CIDR, so `10.0.0.0/8` and `10.0.0.1/8` compare equal.
 pub fn canonical_cidr(text: &str) -> Option<String> {

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use spiderpool_ipam::autopool::{WorkloadView, job_pod_count};
 use spiderpool_ipam::pod::AppRef;
 
-/// A workload kind the application controller serves.
+/// A workload kind the auto-pool controller serves.
 pub trait Workload:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + Clone

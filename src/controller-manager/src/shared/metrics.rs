@@ -1,5 +1,5 @@
 //! Pool and subnet usage metrics, computed at scrape time from the caches, plus the counters of
-//! the garbage collector and the application controller.
+//! the garbage collector and the auto-pool controller.
 //!
 //! Names follow the documented upstream `spiderpool_*` names in Prometheus form (spec README item
 //! 9): snake_case, counters end in `_total`, levels are gauges. Usage gauges are never accumulated:
@@ -64,7 +64,7 @@ struct SubnetLabels {
     ip_version: &'static str,
 }
 
-/// Counters of the garbage collector and the application controller.
+/// Counters of the garbage collector and the auto-pool controller.
 #[derive(Clone, Default)]
 pub struct IpamCounters {
     gc_releases: Family<ReasonLabels, Counter>,

@@ -1,7 +1,8 @@
 //! The auto pools the CNI plugin reconciles itself: those of third-party controllers' pods (§4.5
 //! `applyThirdControllerAutoPool`: nobody else creates them). One request at a time through the
-//! shared [`AutoPoolWriter`], reading everything from the API server; errors are told as the
-//! plugin tells them (naming the pod's workload and interface).
+//! shared [`AutoPoolWriter`] (compare-and-swap on the subnet record, then the pool), reading
+//! everything from the API server; errors are told as the plugin tells them (naming the pod's
+//! workload and interface).
 
 use std::sync::Arc;
 use std::time::Instant;
