@@ -35,6 +35,8 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 const BUSYBOX: &str = "localhost/busybox:v1";
 /// The node paths the plugins read (their defaults; the installer writes them).
 const PLUGIN_CONFIG_DIR: &str = "/etc/cni/net.d/spiderpool.d";
+/// Host directories the install and the plugins create on a node (see `uninstall`).
+const HOST_PATHS: [&str; 3] = ["/etc/cni", "/var/log/spidernet", "/run/spiderpool"];
 
 struct Suite {
     node: Node,
@@ -67,7 +69,13 @@ async fn run_suite() -> bool {
             return false;
         }
     };
-    let etc_cni_existed = std::path::Path::new("/etc/cni").exists();
+    // Host paths our components write on a node (kubelet creates the hostPath directories, the
+    // plugins their log and lock directories). The test node is this machine: what did not
+    // exist before the suite is removed after it.
+    let host_paths_before: Vec<(&str, bool)> = HOST_PATHS
+        .iter()
+        .map(|path| (*path, std::path::Path::new(path).exists()))
+        .collect();
     if !tally.run_one("install", install(&suite)).await {
         diagnostics(&suite.node);
         tally.summary();
@@ -123,7 +131,7 @@ async fn run_suite() -> bool {
     tally
         .run_one(
             "uninstall_leaves_nothing_hanging",
-            uninstall(&suite, etc_cni_existed),
+            uninstall(&suite, &host_paths_before),
         )
         .await;
     tally.summary()
@@ -1213,7 +1221,7 @@ async fn controller_killed(suite: &Suite) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn uninstall(suite: &Suite, etc_cni_existed: bool) -> anyhow::Result<()> {
+async fn uninstall(suite: &Suite, host_paths_before: &[(&str, bool)]) -> anyhow::Result<()> {
     // What a user removes first: their workloads and our objects.
     let _ = kubectl(&[
         "delete",
@@ -1286,20 +1294,25 @@ async fn uninstall(suite: &Suite, etc_cni_existed: bool) -> anyhow::Result<()> {
             .collect::<Vec<_>>())
     );
     // What stays, as with upstream: the plugin binaries (pods still running could not be torn
-    // down without them) and the plugins' log directory.
+    // down without them) and the plugins' log directory; and the plugins' lock files, on tmpfs.
     let left: Vec<String> = ["spiderpool", "ifacer", "coordinator"]
         .iter()
         .filter(|plugin| suite.node.cni_bin_dir.join(plugin).exists())
         .map(|plugin| suite.node.cni_bin_dir.join(plugin).display().to_string())
+        .chain(
+            ["/var/log/spidernet", "/run/spiderpool/locks"]
+                .into_iter()
+                .filter(|path| std::path::Path::new(path).exists())
+                .map(str::to_string),
+        )
         .collect();
     println!(
-        "REALNODE left on the node after uninstall (as upstream): {left:?}, /var/log/spidernet"
+        "REALNODE left on the node after uninstall (as upstream, plus the tmpfs lock files): {left:?}"
     );
-    // The host is restored for the next run: the directories kubelet created for our hostPath
-    // volumes (none of them existed before the suite, the plugin binaries are in the test
-    // node's own directory).
-    if !etc_cni_existed {
-        let _ = std::fs::remove_dir_all("/etc/cni");
+    for (path, existed) in host_paths_before {
+        if !existed {
+            let _ = std::fs::remove_dir_all(path);
+        }
     }
     Ok(())
 }
