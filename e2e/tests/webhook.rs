@@ -1325,7 +1325,14 @@ async fn spider_coordinator_is_defaulted_and_validated() -> anyhow::Result<()> {
         created.spec.hijack_cidr,
         Some(vec!["10.96.0.10/32".to_string()])
     );
-    assert!(created.finalizers().iter().any(|f| f == GROUP));
+    // No finalizer until a coordinator controller exists to remove it (see the webhook's
+    // `mutate`): deleting the object must not hang.
+    assert!(created.finalizers().is_empty(), "{:?}", created.finalizers());
+    coordinators.delete(&name, &DeleteParams::default()).await?;
+    wait_for("the SpiderCoordinator to be gone", TIMEOUT, || async {
+        Ok(coordinators.get_opt(&name).await?.is_none().then_some(()))
+    })
+    .await?;
     let bad = unique_name("scc-bad");
     let message = denied(
         create(
