@@ -1327,7 +1327,11 @@ async fn spider_coordinator_is_defaulted_and_validated() -> anyhow::Result<()> {
     );
     // No finalizer until a coordinator controller exists to remove it (see the webhook's
     // `mutate`): deleting the object must not hang.
-    assert!(created.finalizers().is_empty(), "{:?}", created.finalizers());
+    assert!(
+        created.finalizers().is_empty(),
+        "{:?}",
+        created.finalizers()
+    );
     coordinators.delete(&name, &DeleteParams::default()).await?;
     wait_for("the SpiderCoordinator to be gone", TIMEOUT, || async {
         Ok(coordinators.get_opt(&name).await?.is_none().then_some(()))

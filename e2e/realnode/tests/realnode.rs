@@ -1257,10 +1257,32 @@ async fn uninstall(suite: &Suite, host_paths_before: &[(&str, bool)]) -> anyhow:
         "--timeout=120s",
     ])?;
     let started = Instant::now();
+    // Our components first, waiting for their pods to end: stopped with their permissions
+    // still in place, none of their requests is refused on the way out (the RBAC audit counts
+    // refusals). A plain `kubectl delete -k` works as well; it only logs a refused request or two.
+    kubectl(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "deployment/spiderpool-controller",
+        "daemonset/spiderpool-installer",
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
+    wait_for(
+        "our pods gone before the rest is deleted",
+        TIMEOUT,
+        || async {
+            let pods = kubectl(&["-n", "kube-system", "get", "pods", "-o", "name"])?;
+            Ok((!pods.contains("spiderpool")).then_some(()))
+        },
+    )
+    .await?;
     kubectl(&[
         "delete",
         "-k",
         &suite.overlay.display().to_string(),
+        "--ignore-not-found",
         "--wait=true",
         "--timeout=120s",
     ])?;
