@@ -35,6 +35,8 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 const BUSYBOX: &str = "localhost/busybox:v1";
 /// The node paths the plugins read (their defaults; the installer writes them).
 const PLUGIN_CONFIG_DIR: &str = "/etc/cni/net.d/spiderpool.d";
+/// Host directories the install and the plugins create on a node (see `uninstall`).
+const HOST_PATHS: [&str; 3] = ["/etc/cni", "/var/log/spidernet", "/run/spiderpool"];
 
 struct Suite {
     node: Node,
@@ -67,7 +69,13 @@ async fn run_suite() -> bool {
             return false;
         }
     };
-    let etc_cni_existed = std::path::Path::new("/etc/cni").exists();
+    // Host paths our components write on a node (kubelet creates the hostPath directories, the
+    // plugins their log and lock directories). The test node is this machine: what did not
+    // exist before the suite is removed after it.
+    let host_paths_before: Vec<(&str, bool)> = HOST_PATHS
+        .iter()
+        .map(|path| (*path, std::path::Path::new(path).exists()))
+        .collect();
     if !tally.run_one("install", install(&suite)).await {
         diagnostics(&suite.node);
         tally.summary();
@@ -123,7 +131,7 @@ async fn run_suite() -> bool {
     tally
         .run_one(
             "uninstall_leaves_nothing_hanging",
-            uninstall(&suite, etc_cni_existed),
+            uninstall(&suite, &host_paths_before),
         )
         .await;
     tally.summary()
@@ -305,6 +313,31 @@ fn two_nic_annotations(ipam_key: &str, ipam_value: Value) -> Value {
         "k8s.v1.cni.cncf.io/networks": format!("kube-system/{NAD_NET1}"),
         ipam_key: ipam_value.to_string(),
     })
+}
+
+/// Waits until a pod is Ready.
+fn wait_ready(namespace: &str, pod: &str) -> anyhow::Result<()> {
+    kubectl(&[
+        "-n",
+        namespace,
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{pod}"),
+        "--timeout=180s",
+    ])?;
+    Ok(())
+}
+
+/// Deletes a scenario's namespace and waits until it is gone (its pods' CNI DEL included).
+fn delete_namespace(namespace: &str) -> anyhow::Result<()> {
+    kubectl(&[
+        "delete",
+        "namespace",
+        namespace,
+        "--wait=true",
+        "--timeout=180s",
+    ])?;
+    Ok(())
 }
 
 /// A namespace for one scenario, labelled so that the uninstall can find what is left.
@@ -601,7 +634,7 @@ async fn seed_002(suite: &Suite) -> anyhow::Result<()> {
         },
     )
     .await?;
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     Ok(())
 }
 
@@ -641,7 +674,7 @@ async fn ten_replicas(suite: &Suite) -> anyhow::Result<()> {
         seen.len() == 20,
         "expected 20 distinct addresses, got {seen:?}"
     );
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=180s"])?;
+    delete_namespace(&ns)?;
     wait_for("the ten-replica auto pools reclaimed", TIMEOUT, || async {
         Ok(auto_pools(&suite.client, &ns, "ten")
             .await?
@@ -679,14 +712,7 @@ async fn seed_000(suite: &Suite) -> anyhow::Result<()> {
         ]),
     );
     apply(&bare_pod(&ns, "seed000", annotations).to_string())?;
-    kubectl(&[
-        "-n",
-        &ns,
-        "wait",
-        "--for=condition=Ready",
-        "pod/seed000",
-        "--timeout=180s",
-    ])?;
+    wait_ready(&ns, "seed000")?;
     let eth0 = pod_address(&ns, "seed000", "eth0")?;
     let net1 = pod_address(&ns, "seed000", "net1")?;
     ensure!(
@@ -707,7 +733,7 @@ async fn seed_000(suite: &Suite) -> anyhow::Result<()> {
         );
     }
     println!("REALNODE seed000 SpiderEndpoint status: {text}");
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     wait_for("both pools empty again", TIMEOUT, || async {
         let pools: Api<SpiderIPPool> = Api::all(suite.client.clone());
         let a = pools.get("rn-pool-eth0").await?;
@@ -750,14 +776,7 @@ async fn statefulset(suite: &Suite) -> anyhow::Result<()> {
             },
         },
     }).to_string())?;
-    kubectl(&[
-        "-n",
-        &ns,
-        "wait",
-        "--for=condition=Ready",
-        "pod/db-0",
-        "--timeout=180s",
-    ])?;
+    wait_ready(&ns, "db-0")?;
     let before = pod_address(&ns, "db-0", "eth0")?;
     let old_uid = kubectl(&[
         "-n",
@@ -800,7 +819,7 @@ async fn statefulset(suite: &Suite) -> anyhow::Result<()> {
         before == after,
         "the re-created StatefulSet pod got {after}, it had {before}"
     );
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     wait_for("rn-pool-sts empty", TIMEOUT, || async {
         let pools: Api<SpiderIPPool> = Api::all(suite.client.clone());
         Ok((allocated(&pools.get("rn-pool-sts").await?) == 0).then_some(()))
@@ -873,7 +892,7 @@ async fn invalid_annotation(suite: &Suite) -> anyhow::Result<()> {
             pool.name_any()
         );
     }
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     Ok(())
 }
 
@@ -1045,7 +1064,7 @@ async fn token_renewal(suite: &Suite) -> anyhow::Result<()> {
     networks(suite).await?;
     let ns = namespace("token")?;
     pod_gets_an_address(&ns, "after-renewal").await?;
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     Ok(())
 }
 
@@ -1062,14 +1081,7 @@ async fn pod_gets_an_address(ns: &str, name: &str) -> anyhow::Result<String> {
         )
         .to_string(),
     )?;
-    kubectl(&[
-        "-n",
-        ns,
-        "wait",
-        "--for=condition=Ready",
-        &format!("pod/{name}"),
-        "--timeout=180s",
-    ])?;
+    wait_ready(ns, name)?;
     pod_address(ns, name, "eth0")
 }
 
@@ -1136,7 +1148,7 @@ async fn installer_restart(suite: &Suite) -> anyhow::Result<()> {
         inodes()? == before,
         "unchanged plugins were rewritten by the new installer"
     );
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     Ok(())
 }
 
@@ -1209,11 +1221,11 @@ async fn controller_killed(suite: &Suite) -> anyhow::Result<()> {
         .to_string(),
     )?;
     wait_replicas(&suite.client, &ns, "after-failover", 1).await?;
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     Ok(())
 }
 
-async fn uninstall(suite: &Suite, etc_cni_existed: bool) -> anyhow::Result<()> {
+async fn uninstall(suite: &Suite, host_paths_before: &[(&str, bool)]) -> anyhow::Result<()> {
     // What a user removes first: their workloads and our objects.
     let _ = kubectl(&[
         "delete",
@@ -1249,10 +1261,32 @@ async fn uninstall(suite: &Suite, etc_cni_existed: bool) -> anyhow::Result<()> {
         "--timeout=120s",
     ])?;
     let started = Instant::now();
+    // Our components first, waiting for their pods to end: stopped with their permissions
+    // still in place, none of their requests is refused on the way out (the RBAC audit counts
+    // refusals). A plain `kubectl delete -k` works as well; it only logs a refused request or two.
+    kubectl(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "deployment/spiderpool-controller",
+        "daemonset/spiderpool-installer",
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
+    wait_for(
+        "our pods gone before the rest is deleted",
+        TIMEOUT,
+        || async {
+            let pods = kubectl(&["-n", "kube-system", "get", "pods", "-o", "name"])?;
+            Ok((!pods.contains("spiderpool")).then_some(()))
+        },
+    )
+    .await?;
     kubectl(&[
         "delete",
         "-k",
         &suite.overlay.display().to_string(),
+        "--ignore-not-found",
         "--wait=true",
         "--timeout=120s",
     ])?;
@@ -1286,20 +1320,25 @@ async fn uninstall(suite: &Suite, etc_cni_existed: bool) -> anyhow::Result<()> {
             .collect::<Vec<_>>())
     );
     // What stays, as with upstream: the plugin binaries (pods still running could not be torn
-    // down without them) and the plugins' log directory.
+    // down without them) and the plugins' log directory; and the plugins' lock files, on tmpfs.
     let left: Vec<String> = ["spiderpool", "ifacer", "coordinator"]
         .iter()
         .filter(|plugin| suite.node.cni_bin_dir.join(plugin).exists())
         .map(|plugin| suite.node.cni_bin_dir.join(plugin).display().to_string())
+        .chain(
+            ["/var/log/spidernet", "/run/spiderpool/locks"]
+                .into_iter()
+                .filter(|path| std::path::Path::new(path).exists())
+                .map(str::to_string),
+        )
         .collect();
     println!(
-        "REALNODE left on the node after uninstall (as upstream): {left:?}, /var/log/spidernet"
+        "REALNODE left on the node after uninstall (as upstream, plus the tmpfs lock files): {left:?}"
     );
-    // The host is restored for the next run: the directories kubelet created for our hostPath
-    // volumes (none of them existed before the suite, the plugin binaries are in the test
-    // node's own directory).
-    if !etc_cni_existed {
-        let _ = std::fs::remove_dir_all("/etc/cni");
+    for (path, existed) in host_paths_before {
+        if !existed {
+            let _ = std::fs::remove_dir_all(path);
+        }
     }
     Ok(())
 }
