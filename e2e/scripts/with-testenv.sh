@@ -25,8 +25,17 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || { echo "usage: $0 [--with-controller-manager] [--with-node] -- command..." >&2; exit 2; }
 
-testenv=$("$repo/e2e/testenv/build.sh" | tail -n 1)
+built=$("$repo/e2e/testenv/build.sh" | tail -n 1)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/spiderpool-testenv.XXXXXX")
+# The build cache keeps only the last few builds: another checkout building a different testenv
+# may delete ours while this run still needs it (kubectl, node-down). A private copy (a hard link
+# where the file system allows) of testenv and its neighbours (pause, multus) lives as long as
+# the run.
+mkdir "$dir/bin"
+for file in "$(dirname "$built")"/*; do
+  ln "$file" "$dir/bin/" 2>/dev/null || cp "$file" "$dir/bin/"
+done
+testenv="$dir/bin/testenv"
 fifo="$dir/ready.fifo"
 mkfifo "$fifo"
 
