@@ -82,8 +82,16 @@ testenv:
 # installed from config/. The RBAC audit checks the roles against both runs' audit logs.
 AUDIT_DIR := $(TARGET_DIR)/e2e-audit
 
+# The test control plane (Go) builds in the background while Rust compiles: on 2 cores the two
+# overlap well (long single-threaded rustc and link steps), which matters on a cold machine.
+# with-testenv.sh's own build.sh call waits for it (a lock) and reports any build error itself.
+.PHONY: testenv-background
+testenv-background:
+	@mkdir -p $(TARGET_DIR)
+	@(e2e/testenv/build.sh >$(TARGET_DIR)/testenv-build.log 2>&1 &)
+
 .PHONY: test
-test: deps fmt-check clippy crd-check build
+test: deps testenv-background fmt-check clippy crd-check build
 	@start=$$(date +%s); status=0; \
 	images=$$($(MAKE) -s --no-print-directory images | tr '\n' ' '); \
 	rm -rf $(AUDIT_DIR); \

@@ -72,6 +72,10 @@ build_multus() {
 }
 
 mkdir -p "$outdir"
+# One build at a time per cache: `make test` starts one in the background while Rust compiles,
+# and with-testenv.sh's own call then waits for it and finds the result instead of building twice.
+exec 9>"${cache}/build.lock"
+flock 9
 [ -x "$bin" ] || build_testenv
 [ -x "${outdir}/pause" ] || build_pause
 if [ ! -x "${outdir}/multus" ]; then
