@@ -25,9 +25,10 @@ help:
 ## System packages the tests need (Debian), the real node's included. Installs only what is missing.
 # iproute2, curl and containernetworking-plugins for the CNI suites; containerd, runc, umoci,
 # busybox-static, iptables and nftables for the real node (e2e/testenv); musl-tools and umoci for
-# the images; openssl and python3 for e2e/testenv/node-smoke.sh.
+# the images; openssl and python3 for e2e/testenv/node-smoke.sh; prometheus (prometheus and
+# promtool) for e2e/tests/prometheus.rs.
 DEB_PACKAGES := iproute2 curl containernetworking-plugins containerd runc umoci busybox-static \
-	iptables nftables musl-tools openssl python3
+	iptables nftables musl-tools openssl python3 prometheus
 
 .PHONY: deps
 deps:
