@@ -37,6 +37,7 @@ mod context;
 mod endpoint;
 #[cfg(test)]
 mod fake_api;
+pub mod inspect;
 pub mod lock;
 pub mod objects;
 mod release;
