@@ -22,7 +22,8 @@ use spiderpool_ipam::pod::PodContext;
 use spiderpool_ipam::pool::PoolView;
 use spiderpool_ipam::range::IpSet;
 use spiderpool_ipam::selection::{
-    CandidatePlan, Candidates, SelectionContext, judge_pools, plan_candidates, priority_order,
+    CandidatePlan, Candidates, SelectionContext, SelectionError, judge_pools, plan_candidates,
+    priority_order,
 };
 use spiderpool_ipam::settings::ClusterSettings;
 use spiderpool_store::autopool::instance_labels;
@@ -394,6 +395,7 @@ fn explain_families(
         }
         let reserved = reserved_set(inputs.reserved, version);
         let mut taken = None;
+        let mut errors = Vec::new();
         for name in &family.order {
             let Some(view) = context.pool(name) else {
                 continue;
@@ -411,9 +413,12 @@ fn explain_families(
                 match try_allocate(view, pool, &reserved, &owner, inputs.settings) {
                     Ok(address) => {
                         taken = Some(format!("allocate {address} from {name}"));
-                        ("taken", format!("first free address {address}"))
+                        ("taken", address)
                     }
-                    Err(reason) => ("skipped", reason),
+                    Err((error, reason)) => {
+                        errors.push(error);
+                        ("skipped", reason)
+                    }
                 }
             };
             family.pools.push(PoolLine {
@@ -424,10 +429,28 @@ fn explain_families(
         }
         outcomes.push(match taken {
             Some(taken) => format!("IPv{version}: {taken}"),
-            None if family.order.is_empty() => {
-                format!("IPv{version}: fail, every pool was filtered out")
-            }
-            None => format!("IPv{version}: fail, every candidate pool is exhausted"),
+            // The plugin's own errors for these cases.
+            None if family.order.is_empty() => format!(
+                "fail: {}",
+                SelectionError::AllFiltered {
+                    version,
+                    pools: candidate.pools.clone(),
+                    nic: nic.to_string(),
+                    reasons: verdicts
+                        .iter()
+                        .filter_map(|verdict| verdict.rejection.clone())
+                        .collect(),
+                }
+            ),
+            None => format!(
+                "fail: {}",
+                SelectionError::CandidateExhausted {
+                    version,
+                    nic: nic.to_string(),
+                    pools: family.order.clone(),
+                    errors,
+                }
+            ),
         });
         explanation.families.push(family);
     }
@@ -457,33 +480,37 @@ fn skip_reason(rejection: &str) -> String {
     format!("{category}: {rejection}")
 }
 
-/// The address an ADD would take from the pool now, or why none.
+/// The address an ADD would take from the pool now, or the plugin's error and why.
 fn try_allocate(
     view: &PoolView,
     pool: Option<&SpiderIPPool>,
     reserved: &IpSet,
     owner: &PoolIpAllocation,
     settings: &ClusterSettings,
-) -> Result<String, String> {
+) -> Result<String, (String, String)> {
     let records = match pool.map(pool_allocations).transpose() {
         Ok(records) => records.unwrap_or_default(),
-        Err(error) => return Err(format!("invalid: {error}")),
+        Err(error) => return Err((error.to_string(), format!("invalid: {error}"))),
     };
     let max = settings.ip_pool_max_allocated_ips;
     match allocate(view, reserved, &records, owner, max) {
-        Ok(allocation) => Ok(allocation.ip.to_string()),
-        Err(AllocateError::Exhausted { .. }) => {
-            let empty = IpSet::new(reserved.version());
-            if allocate(view, &empty, &records, owner, max).is_ok() {
-                Err("reserved: every free address is reserved by a SpiderReservedIP".to_string())
-            } else {
-                Err(format!(
-                    "exhausted: all {} addresses are allocated or excluded",
-                    records.len()
-                ))
-            }
+        Ok(allocation) if allocation.status.is_none() => {
+            Ok(format!("{} (the pod already holds it)", allocation.ip))
         }
-        Err(error) => Err(format!("exhausted: {error}")),
+        Ok(allocation) => Ok(format!("{} (the first free address)", allocation.ip)),
+        Err(error @ AllocateError::Exhausted { .. }) => {
+            let empty = IpSet::new(reserved.version());
+            let reason = if allocate(view, &empty, &records, owner, max).is_ok() {
+                "reserved: every free address is reserved by a SpiderReservedIP".to_string()
+            } else {
+                format!(
+                    "exhausted: {} allocated, every other address excluded or taken",
+                    records.len()
+                )
+            };
+            Err((error.to_string(), reason))
+        }
+        Err(error) => Err((error.to_string(), format!("exhausted: {error}"))),
     }
 }
 
