@@ -1,7 +1,8 @@
 //! `kubectl-spiderpool` against the real API server: the real binary explains a pod the real `spiderpool` plugin gave no address, with
 //! the reason of every pool (exhausted, reserved, disabled, affinity, family, multus name); a pod
 //! that got its address, with its record, pool and endpoint agreeing; lists the free addresses
-//! of a pool and a subnet after allocations; and fails clearly for missing objects.
+//! of a pool and a subnet after allocations; checks a namespace clean, then finds an injected
+//! violation (exit 1); and fails clearly for missing objects.
 
 mod autopool_support;
 #[path = "ipam_support/mod.rs"]
@@ -389,4 +390,121 @@ async fn free_lists_a_subnets_pools_as_its_used_addresses() -> anyhow::Result<()
     let _ = autopool_support::delete_pool(&client, &pool).await;
     autopool_support::delete_subnet(&client, &subnet).await?;
     Ok(())
+}
+
+#[tokio::test]
+async fn check_is_clean_for_a_consistent_namespace_and_exits_non_zero_on_a_violation()
+-> anyhow::Result<()> {
+    use kube::api::{Api, Patch, PatchParams};
+    use spiderpool_api::SpiderEndpoint;
+
+    let client = client().await?;
+    controller_manager(&[]).await?;
+    let namespace = TestNamespace::create(&client, "kubectl-check").await?;
+    let ns = namespace.name.clone();
+    let scratch = Scratch::new("kubectl-check")?;
+    let node = SimNode::create(&client, &scratch, &[], "").await?;
+    let config = ipam_support::netconf("1.0.0", &node, json!({}));
+    let octet = autopool_support::unique_octet();
+    let pool = create_pool(
+        &client,
+        "kc-pool",
+        json!({"ipVersion": 4, "subnet": format!("10.{octet}.0.0/16"), "ips": [format!("10.{octet}.0.1-10.{octet}.0.9")]}),
+    )
+    .await?;
+    let annotation = format!(r#"{{"ipv4":["{pool}"]}}"#);
+    let pod = create_pod(
+        &client,
+        &ns,
+        "app",
+        &node.name,
+        &[("ipam.spidernet.io/ippool", &annotation)],
+        &[],
+    )
+    .await?;
+    let address = ipam_support::bare(
+        &cni("ADD", &PodRef::of(&pod), "eth0", &config)
+            .await?
+            .addresses()?[0],
+    );
+
+    let clean = plugin(&["check", "-n", &ns])?;
+    assert_eq!(clean.code, Some(0), "{}{}", clean.stdout, clean.stderr);
+    assert!(
+        clean.stdout.contains("consistent: no violation"),
+        "{}",
+        clean.stdout
+    );
+    let report = plugin_json(&["check", "-n", &ns])?;
+    assert_eq!(report["violations"], json!([]));
+    assert!(report["endpoints"].as_u64().unwrap_or(0) >= 1, "{report}");
+
+    // The endpoint now claims another address than the pool records for the pod.
+    let other = format!("10.{octet}.0.7");
+    assert_ne!(address, other);
+    let endpoints: Api<SpiderEndpoint> = Api::namespaced(client.clone(), &ns);
+    let mut endpoint = endpoints.get("app").await?;
+    let original = endpoint.status.clone();
+    if let Some(status) = endpoint.status.as_mut() {
+        status.current.ips[0].ipv4 = Some(format!("{other}/16"));
+    }
+    endpoints
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": endpoint.status})),
+        )
+        .await?;
+    let broken = plugin(&["check", "-n", &ns])?;
+    println!(
+        "SAMPLE kubectl spiderpool check -n {ns} after the endpoint was corrupted:\n{}",
+        broken.stdout
+    );
+    assert_eq!(broken.code, Some(1), "{}{}", broken.stdout, broken.stderr);
+    assert!(broken.stdout.contains(&other), "{}", broken.stdout);
+    assert!(broken.stdout.contains("endpoint"), "{}", broken.stdout);
+    let report = plugin_json_any(&["check", "-n", &ns])?;
+    let kinds: Vec<&str> = report["violations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|violation| violation["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.iter().any(|kind| kind.starts_with("endpoint")),
+        "{report:#}"
+    );
+
+    // Put right again: clean.
+    endpoints
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": original})),
+        )
+        .await?;
+    let clean = plugin(&["check", "-n", &ns])?;
+    assert_eq!(clean.code, Some(0), "{}{}", clean.stdout, clean.stderr);
+
+    ipam_support::delete_pod_now(&client, &ns, "app").await?;
+    cni("DEL", &PodRef::of(&pod), "eth0", &config).await?;
+    ipam_support::release_endpoints(&client, &ns).await?;
+    namespace.delete().await?;
+    node.delete(&client).await?;
+    ipam_support::delete_pools(&client, &[pool]).await;
+    Ok(())
+}
+
+/// `-o json` of a run that may exit 1 (check with violations).
+fn plugin_json_any(args: &[&str]) -> anyhow::Result<Value> {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let run = plugin(&all)?;
+    ensure!(
+        matches!(run.code, Some(0 | 1)),
+        "kubectl-spiderpool {args:?} exited {:?}: {}",
+        run.code,
+        run.stderr
+    );
+    serde_json::from_str(&run.stdout).with_context(|| format!("not JSON: {}", run.stdout))
 }

@@ -5,12 +5,16 @@
 //!   taken or skipped, and what an ADD would do now; for a pod with addresses, whether its
 //!   records, pools and endpoint agree;
 //! - `free POOL|SUBNET`: free, reserved, excluded and used addresses as compact ranges;
-//! - `check`: the consistency check of pools, subnets, endpoints and pods (non-zero exit on any
-//!   violation).
+//! - `check`: the consistency check of pools, subnets, endpoints, pods and workloads (exit 1 on
+//!   any violation).
+//!
+//! Exit status: 0 done (and, for `check`, consistent); 1 `check` found violations; 2 an error
+//! (a missing object, an unreachable API server, a bad flag).
 //!
 //! Reads go through `spiderpool-store` and decisions through `spiderpool-ipam`, the crates the
 //! CNI plugin uses. Nothing is written.
 
+mod check;
 mod explain;
 mod free;
 mod render;
@@ -79,6 +83,10 @@ enum Command {
         /// A pool or subnet name (`ippool/NAME` or `subnet/NAME` when both exist).
         name: String,
     },
+    /// Consistency check: records, pods and endpoints agree, no address twice, counts are true,
+    /// subnets and pools agree, auto pools match their workloads. Exits 1 on any violation;
+    /// `-n` checks what touches one namespace.
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -222,6 +230,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             render::print(cli.output, &report, render::free)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => {
+            let settings = settings(&client, &cli.spiderpool_namespace).await?;
+            let report = check::run(&client, settings, cli.namespace.clone()).await?;
+            render::print(cli.output, &report, render::check)?;
+            Ok(if report.violations.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

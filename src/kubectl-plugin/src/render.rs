@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::Format;
+use crate::check::CheckReport;
 use crate::explain::PodExplanation;
 use crate::free::FreeReport;
 
@@ -161,6 +162,30 @@ pub fn free(report: &FreeReport) -> String {
         ]);
     }
     out.push_str(&table(&["STATE", "ADDRESSES", "HOLDER"], &rows));
+    out
+}
+
+pub fn check(report: &CheckReport) -> String {
+    let mut out = format!(
+        "Checked {}: {} pools, {} subnets, {} endpoints, {} pods\n",
+        report.scope, report.pools, report.subnets, report.endpoints, report.pods
+    );
+    if report.violations.is_empty() {
+        out.push_str("consistent: no violation\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{} violation(s) ({})",
+        report.violations.len(),
+        report.summary()
+    );
+    let rows: Vec<Vec<String>> = report
+        .violations
+        .iter()
+        .map(|line| vec![line.kind.to_string(), line.message.clone()])
+        .collect();
+    out.push_str(&table(&["KIND", "VIOLATION"], &rows));
     out
 }
 
