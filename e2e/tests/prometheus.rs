@@ -483,14 +483,18 @@ async fn prometheus_scrapes_usage_equal_to_the_status_and_every_panel_and_rule_h
         manual_row.map(|(_, total, allocated)| (*total, *allocated)),
         Some((2.0, 2.0))
     );
-    println!("SAMPLE after allocating (pool, status total, status allocated):");
+    println!("SAMPLE PromQL next to the status after allocating:");
     for (name, total, allocated) in &pools {
-        let series = prometheus
-            .query(&format!(
-                "spiderpool_ippool_allocated_ip_counts{{pool=\"{name}\"}}"
-            ))
-            .await?;
-        println!("  {name}: status {allocated}/{total}; PromQL {series:?}");
+        for metric in [
+            "spiderpool_ippool_allocated_ip_counts",
+            "spiderpool_ippool_total_ip_counts",
+        ] {
+            let promql = format!("{metric}{{pool=\"{name}\"}}");
+            for (labels, value) in prometheus.query(&promql).await? {
+                println!("  PromQL {promql} => {value} {labels}");
+            }
+        }
+        println!("  SpiderIPPool {name} status: allocatedIPCount={allocated} totalIPCount={total}");
     }
     // The real Prometheus evaluates the exhausted-pool alert: pending (its `for` is 5m).
     wait_for("SpiderpoolIPPoolExhausted pending", TIMEOUT, || async {
