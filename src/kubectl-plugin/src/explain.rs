@@ -470,9 +470,10 @@ fn skip_reason(rejection: &str) -> String {
         "family"
     } else if rejection.contains("multus") || rejection.contains("multusName") {
         "multus name"
-    } else if rejection.contains("annifity") || rejection.contains("affinity") {
-        "affinity"
-    } else if rejection.contains("Node name") || rejection.contains("Namespace name") {
+    } else if ["annifity", "affinity", "Node name", "Namespace name"]
+        .iter()
+        .any(|word| rejection.contains(word))
+    {
         "affinity"
     } else {
         "filtered"
