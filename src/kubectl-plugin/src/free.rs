@@ -54,6 +54,42 @@ fn excluded(version: IpVersion, listed: &[String], effective: &IpSet) -> Vec<Str
     listed.subtract(effective).to_range_strings()
 }
 
+/// What a pool or subnet is, and what of it is used by whom.
+struct Parts<'a> {
+    kind: &'static str,
+    name: String,
+    version: IpVersion,
+    subnet: &'a str,
+    listed: &'a [String],
+    effective: IpSet,
+    used_set: IpSet,
+    used: Vec<UsedRange>,
+}
+
+/// The report: reserved = reservations inside the effective addresses not already used; free =
+/// the rest.
+fn report(parts: Parts<'_>, reservations: &[SpiderReservedIP]) -> FreeReport {
+    let reserved = reserved_set(reservations, parts.version)
+        .intersect(&parts.effective)
+        .subtract(&parts.used_set);
+    let free = parts
+        .effective
+        .subtract(&parts.used_set)
+        .subtract(&reserved);
+    FreeReport {
+        kind: parts.kind,
+        name: parts.name,
+        ip_version: parts.version.number(),
+        subnet: parts.subnet.to_string(),
+        total: parts.effective.count(),
+        free_count: free.count(),
+        free: free.to_range_strings(),
+        reserved: reserved.to_range_strings(),
+        excluded: excluded(parts.version, parts.listed, &parts.effective),
+        used: parts.used,
+    }
+}
+
 pub fn pool_report(
     pool: &SpiderIPPool,
     reservations: &[SpiderReservedIP],
@@ -74,32 +110,24 @@ pub fn pool_report(
     used_addresses.sort();
     let addresses: Vec<IpAddr> = used_addresses.iter().map(|(address, _)| *address).collect();
     let used_set = IpSet::from_ips(version, &addresses);
-    let reserved = reserved_set(reservations, version)
-        .intersect(&effective)
-        .subtract(&used_set);
-    let free = effective.subtract(&used_set).subtract(&reserved);
-    Ok(FreeReport {
+    let used = used_addresses
+        .into_iter()
+        .map(|(address, holder)| UsedRange {
+            ips: address.to_string(),
+            holder,
+        })
+        .collect();
+    let parts = Parts {
         kind: "SpiderIPPool",
         name,
-        ip_version: version.number(),
-        subnet: pool.spec.subnet.clone(),
-        total: effective.count(),
-        free_count: free.count(),
-        free: free.to_range_strings(),
-        reserved: reserved.to_range_strings(),
-        excluded: excluded(
-            version,
-            pool.spec.ips.as_deref().unwrap_or_default(),
-            &effective,
-        ),
-        used: used_addresses
-            .into_iter()
-            .map(|(address, holder)| UsedRange {
-                ips: address.to_string(),
-                holder,
-            })
-            .collect(),
-    })
+        version,
+        subnet: &pool.spec.subnet,
+        listed: pool.spec.ips.as_deref().unwrap_or_default(),
+        effective,
+        used_set,
+        used,
+    };
+    Ok(report(parts, reservations))
 }
 
 pub fn subnet_report(
@@ -132,26 +160,17 @@ pub fn subnet_report(
             });
         }
     }
-    let reserved = reserved_set(reservations, version)
-        .intersect(&effective)
-        .subtract(&used_set);
-    let free = effective.subtract(&used_set).subtract(&reserved);
-    Ok(FreeReport {
+    let parts = Parts {
         kind: "SpiderSubnet",
         name,
-        ip_version: version.number(),
-        subnet: subnet.spec.subnet.clone(),
-        total: effective.count(),
-        free_count: free.count(),
-        free: free.to_range_strings(),
-        reserved: reserved.to_range_strings(),
-        excluded: excluded(
-            version,
-            subnet.spec.ips.as_deref().unwrap_or_default(),
-            &effective,
-        ),
+        version,
+        subnet: &subnet.spec.subnet,
+        listed: subnet.spec.ips.as_deref().unwrap_or_default(),
+        effective,
+        used_set,
         used,
-    })
+    };
+    Ok(report(parts, reservations))
 }
 
 #[cfg(test)]
@@ -182,5 +201,24 @@ mod tests {
         assert_eq!(report.free_count, 7);
         assert_eq!(report.used.len(), 1);
         assert_eq!(report.used[0].holder, "ns/a (u1)");
+    }
+
+    #[test]
+    fn a_subnets_used_addresses_are_its_pools_ranges() {
+        let subnet: SpiderSubnet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s"},
+            "spec": {"ipVersion": 4, "subnet": "10.0.0.0/24", "ips": ["10.0.0.1-10.0.0.20"]},
+            "status": {"controlledIPPools": "{\"auto4-web-eth0-1\":{\"ips\":[\"10.0.0.5-10.0.0.7\"],\"application\":\"apps_v1_Deployment_ns_web\"}}"}
+        }))
+        .expect("subnet");
+        let report = subnet_report(&subnet, &[]).expect("report");
+        assert_eq!(report.total, 20);
+        assert_eq!(report.free, vec!["10.0.0.1-10.0.0.4", "10.0.0.8-10.0.0.20"]);
+        assert_eq!(report.used.len(), 1);
+        assert_eq!(report.used[0].ips, "10.0.0.5-10.0.0.7");
+        assert_eq!(
+            report.used[0].holder,
+            "pool auto4-web-eth0-1 (apps_v1_Deployment_ns_web)"
+        );
     }
 }
