@@ -1,4 +1,5 @@
-//! `kubectl-spiderpool` against the real API server: the real binary explains a pod the real `spiderpool` plugin gave no address, with
+//! `kubectl-spiderpool` against the real API server: the real binary follows a subnet-annotated
+//! Deployment's pod to its auto pool, explains a pod the real `spiderpool` plugin gave no address, with
 //! the reason of every pool (exhausted, reserved, disabled, affinity, family, multus name); a pod
 //! that got its address, with its record, pool and endpoint agreeing; lists the free addresses
 //! of a pool and a subnet after allocations; checks a namespace clean, then finds an injected
@@ -507,4 +508,68 @@ fn plugin_json_any(args: &[&str]) -> anyhow::Result<Value> {
         run.stderr
     );
     serde_json::from_str(&run.stdout).with_context(|| format!("not JSON: {}", run.stdout))
+}
+
+#[tokio::test]
+async fn explain_follows_a_subnet_annotated_deployment_to_its_auto_pool() -> anyhow::Result<()> {
+    use autopool_support::{
+        ANNO_SUBNET, create_deployment, deployment, subnet_annotation, wait_app_pools,
+    };
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    use kube::api::{Api, ListParams};
+
+    let client = client().await?;
+    controller_manager(&[]).await?;
+    let namespace = TestNamespace::create(&client, "kubectl-auto").await?;
+    let ns = namespace.name.clone();
+    let octet = autopool_support::unique_octet();
+    let subnet = autopool_support::create_subnet(
+        &client,
+        "kp-auto",
+        json!({"ipVersion": 4, "subnet": format!("10.{octet}.0.0/16"), "ips": [format!("10.{octet}.0.1-10.{octet}.0.50")]}),
+    )
+    .await?;
+    create_deployment(
+        &client,
+        &ns,
+        &deployment(
+            "web",
+            1,
+            &[(ANNO_SUBNET, subnet_annotation(Some(&subnet), None))],
+        ),
+    )
+    .await?;
+    let pools = wait_app_pools(&client, "Deployment", &ns, "web", 1, |_| true).await?;
+    let auto = pools[0].name_any();
+    let pod = spiderpool_e2e::wait_for("a pod of web", autopool_support::TIMEOUT, || async {
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await?
+            .items;
+        Ok(pods.first().map(ResourceExt::name_any))
+    })
+    .await?;
+
+    let explanation = plugin_json(&["explain", "pod", &pod, "-n", &ns])?;
+    let nic = &explanation["nics"][0];
+    assert_eq!(nic["sources"][0]["applies"], true, "{explanation:#}");
+    assert_eq!(
+        explanation["controller"],
+        format!("Deployment {ns}/web"),
+        "{explanation:#}"
+    );
+    let (found, reason) = verdict(&explanation, "eth0", 4, &auto)
+        .with_context(|| format!("{auto} not explained: {explanation:#}"))?;
+    assert_eq!(found, "taken", "{reason}");
+    assert!(reason.starts_with(&format!("10.{octet}.0.")), "{reason}");
+    let add = nic["add"].as_str().unwrap_or_default();
+    assert!(add.contains(&format!("from {auto}")), "{add}");
+
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns)
+        .delete("web", &Default::default())
+        .await?;
+    namespace.delete().await?;
+    autopool_support::delete_subnet(&client, &subnet).await?;
+    Ok(())
 }
