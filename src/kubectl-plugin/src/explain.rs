@@ -598,3 +598,108 @@ fn check_addresses(inputs: &Inputs<'_>, endpoint: &SpiderEndpoint) -> AddressChe
         problems,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+    use spiderpool_ipam::pod::AppRef;
+
+    use super::*;
+
+    fn pool(value: serde_json::Value) -> SpiderIPPool {
+        serde_json::from_value(value).expect("pool")
+    }
+
+    fn context(annotation: &str) -> PodContext {
+        PodContext {
+            namespace: "ns".into(),
+            name: "web".into(),
+            uid: "uid-web".into(),
+            node_name: "node-1".into(),
+            annotations: BTreeMap::from([(ANNO_POD_IPPOOL.to_string(), annotation.to_string())]),
+            top_controller: AppRef::from_api_version("v1", "Pod", "ns", "web", "uid-web"),
+            ..PodContext::default()
+        }
+    }
+
+    fn lines(explanation: &PodExplanation) -> Vec<(String, &'static str, String)> {
+        explanation.nics[0].families[0]
+            .pools
+            .iter()
+            .map(|line| (line.pool.clone(), line.verdict, line.reason.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn the_first_pool_with_a_free_address_is_taken_after_the_skipped_ones() {
+        let pools = [
+            pool(
+                json!({"metadata": {"name": "off"}, "spec": {"ipVersion": 4, "subnet": "10.0.0.0/24", "ips": ["10.0.0.1"], "disable": true}}),
+            ),
+            pool(
+                json!({"metadata": {"name": "full"}, "spec": {"ipVersion": 4, "subnet": "10.0.0.0/24", "ips": ["10.0.0.2"]},
+                "status": {"allocatedIPs": "{\"10.0.0.2\":{\"pod\":\"ns/other\",\"podUid\":\"u2\"}}", "allocatedIPCount": 1}}),
+            ),
+            pool(
+                json!({"metadata": {"name": "good"}, "spec": {"ipVersion": 4, "subnet": "10.0.0.0/24", "ips": ["10.0.0.3-10.0.0.4"]}}),
+            ),
+            pool(
+                json!({"metadata": {"name": "spare"}, "spec": {"ipVersion": 4, "subnet": "10.0.0.0/24", "ips": ["10.0.0.5"]}}),
+            ),
+        ];
+        let context = context(r#"{"ipv4":["off","full","good","spare"]}"#);
+        let settings = ClusterSettings::default();
+        let explanation = explain(&Inputs {
+            context: &context,
+            endpoint: None,
+            pools: &pools,
+            reserved: &[],
+            settings: &settings,
+            extra_nics: &[],
+        });
+        let found = lines(&explanation);
+        assert_eq!(found[0].0, "off");
+        assert!(found[0].2.starts_with("disabled:"), "{found:?}");
+        assert_eq!((found[1].0.as_str(), found[1].1), ("full", "skipped"));
+        assert!(found[1].2.starts_with("exhausted:"), "{found:?}");
+        assert_eq!((found[2].0.as_str(), found[2].1), ("good", "taken"));
+        assert_eq!((found[3].0.as_str(), found[3].1), ("spare", "candidate"));
+        assert_eq!(
+            explanation.nics[0].add,
+            "IPv4: allocate 10.0.0.3 (the first free address) from good"
+        );
+        assert!(explanation.addresses.is_none());
+    }
+
+    #[test]
+    fn an_endpoint_address_without_its_pool_record_disagrees() {
+        let pools = [pool(
+            json!({"metadata": {"name": "good"}, "spec": {"ipVersion": 4, "subnet": "10.0.0.0/24", "ips": ["10.0.0.3-10.0.0.4"]}}),
+        )];
+        let endpoint: SpiderEndpoint = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "ns"},
+            "status": {"current": {"uid": "uid-web", "node": "node-1", "ips": [{"interface": "eth0", "ipv4": "10.0.0.3/24", "ipv4Pool": "good"}]},
+                "ownerControllerType": "Pod", "ownerControllerName": "web"}
+        }))
+        .expect("endpoint");
+        let context = context(r#"{"ipv4":["good"]}"#);
+        let settings = ClusterSettings::default();
+        let explanation = explain(&Inputs {
+            context: &context,
+            endpoint: Some(&endpoint),
+            pools: &pools,
+            reserved: &[],
+            settings: &settings,
+            extra_nics: &[],
+        });
+        let addresses = explanation.addresses.expect("addresses");
+        assert!(!addresses.agree);
+        assert_eq!(
+            addresses.problems,
+            vec!["10.0.0.3: pool good has no record of it"]
+        );
+        assert!(explanation.nics[0].add.starts_with("reuse 10.0.0.3/24"));
+    }
+}
