@@ -42,7 +42,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             if index + 1 == row.len() {
                 line.push_str(cell);
             } else {
-                let _ = write!(line, "{cell:<width$}   ", width = widths[index]);
+                let width = widths.get(index).copied().unwrap_or_default();
+                let _ = write!(line, "{cell:<width$}   ");
             }
         }
         out.push_str(line.trim_end());
