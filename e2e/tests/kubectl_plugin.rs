@@ -1,9 +1,10 @@
-//! `kubectl-spiderpool` against the real API server: the real binary follows a subnet-annotated
-//! Deployment's pod to its auto pool, explains a pod the real `spiderpool` plugin gave no address, with
-//! the reason of every pool (exhausted, reserved, disabled, affinity, family, multus name); a pod
-//! that got its address, with its record, pool and endpoint agreeing; lists the free addresses
-//! of a pool and a subnet after allocations; checks a namespace clean, then finds an injected
-//! violation (exit 1); and fails clearly for missing objects.
+//! `kubectl-spiderpool` against the real API server, the real binary also run as a plugin of the
+//! control plane's kubectl: it follows a subnet-annotated Deployment's pod to its auto pool;
+//! explains a pod the real `spiderpool` plugin gave no address, with the reason of every pool
+//! (exhausted, reserved, disabled, affinity, family, multus name); shows a pod that got its
+//! address with its record, pool and endpoint agreeing; lists the free addresses of a pool and a
+//! subnet after allocations; checks a namespace clean, then finds an injected violation (exit 1);
+//! and fails clearly for missing objects.
 
 mod autopool_support;
 #[path = "ipam_support/mod.rs"]
@@ -217,10 +218,36 @@ async fn explain_names_every_pools_reason_for_a_pod_without_address_and_agrees_f
         "no endpoint for a pod without address"
     );
 
-    // The same as a table.
-    let run = plugin(&["explain", "pod", "stuck", "-n", &ns])?;
-    ensure!(run.code == Some(0), "{}", run.stderr);
-    let table = run.stdout;
+    // The same as a table, as a plugin of kubectl (the control plane's kubectl finds
+    // `kubectl-spiderpool` on PATH).
+    let bin_dir = binary("kubectl-spiderpool");
+    let bin_dir = bin_dir.parent().context("no bin dir")?;
+    let run = Command::new(std::env::var_os("TESTENV").unwrap_or_else(|| "testenv".into()))
+        .args([
+            "kubectl",
+            "spiderpool",
+            "explain",
+            "pod",
+            "stuck",
+            "-n",
+            &ns,
+        ])
+        .env("KUBECONFIG", kubeconfig_path())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()?;
+    ensure!(
+        run.status.success(),
+        "kubectl spiderpool explain: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let table = String::from_utf8_lossy(&run.stdout).into_owned();
     println!("SAMPLE kubectl spiderpool explain pod {ns}/stuck:\n{table}");
     for needle in [
         &exhausted,
