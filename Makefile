@@ -19,15 +19,16 @@ help:
 	@echo "make bench    benchmarks against a fresh control plane (see docs/benchmarks.md)"
 	@echo "make crds     regenerate crds/ from the Rust types"
 	@echo "make testenv  build (or reuse) the test control plane binary and print its path"
-	@echo "make images   build the OCI image archives (controller-manager, node installer) and print their paths"
+	@echo "make images   build the OCI image archives (controller-manager, node installer) and the kubectl-spiderpool plugin (static), and print their paths"
 	@echo "make node-smoke  (root) a real node next to the control plane; proves it and that the host is restored"
 
 ## System packages the tests need (Debian), the real node's included. Installs only what is missing.
 # iproute2, curl and containernetworking-plugins for the CNI suites; containerd, runc, umoci,
 # busybox-static, iptables and nftables for the real node (e2e/testenv); musl-tools and umoci for
-# the images; openssl and python3 for e2e/testenv/node-smoke.sh.
+# the images; openssl and python3 for e2e/testenv/node-smoke.sh; prometheus (prometheus and
+# promtool) for e2e/tests/prometheus.rs.
 DEB_PACKAGES := iproute2 curl containernetworking-plugins containerd runc umoci busybox-static \
-	iptables nftables musl-tools openssl python3
+	iptables nftables musl-tools openssl python3 prometheus
 
 .PHONY: deps
 deps:
@@ -43,15 +44,18 @@ deps:
 	command -v go >/dev/null 2>&1 || { echo "Go (1.25 or newer) is needed to build the test control plane; it is not on PATH" >&2; exit 1; }; \
 	rustup target list --installed 2>/dev/null | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET) >&2
 
-## Image builds: static (musl) release binaries, assembled offline with umoci.
+## Image builds: static (musl) release binaries, assembled offline with umoci. The kubectl plugin
+## ships as a static binary next to the archives (copy it onto PATH: `kubectl spiderpool ...`).
 MUSL_TARGET := x86_64-unknown-linux-musl
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGES_DIR := $(TARGET_DIR)/images
 
 .PHONY: images
 images: deps
-	$(CARGO) build --profile dist --target $(MUSL_TARGET) -p spiderpool-controller-manager -p spiderpool-cni --bins >&2
+	$(CARGO) build --profile dist --target $(MUSL_TARGET) -p spiderpool-controller-manager -p spiderpool-cni -p spiderpool-kubectl-plugin --bins >&2
 	@config/images/build.sh $(TARGET_DIR)/$(MUSL_TARGET)/dist $(IMAGES_DIR) $(VERSION)
+	@install -m 0755 $(TARGET_DIR)/$(MUSL_TARGET)/dist/kubectl-spiderpool $(IMAGES_DIR)/kubectl-spiderpool
+	@echo $(IMAGES_DIR)/kubectl-spiderpool
 
 .PHONY: build
 build:
@@ -93,7 +97,7 @@ testenv-background:
 .PHONY: test
 test: deps testenv-background fmt-check clippy crd-check build
 	@start=$$(date +%s); status=0; \
-	images=$$($(MAKE) -s --no-print-directory images | tr '\n' ' '); \
+	images=$$($(MAKE) -s --no-print-directory images | grep '\.oci\.tar$$' | tr '\n' ' '); \
 	rm -rf $(AUDIT_DIR); \
 	SPIDERPOOL_AUDIT_DIR=$(AUDIT_DIR) SPIDERPOOL_BIN_DIR=$(BIN_DIR) e2e/scripts/with-testenv.sh --with-controller-manager -- \
 	  e2e/scripts/with-rbac-audit.sh --save suites -- \
@@ -111,7 +115,7 @@ test: deps testenv-background fmt-check clippy crd-check build
 .PHONY: run
 run: deps build
 	@if [ "$$(id -u)" = 0 ]; then \
-	  images=$$($(MAKE) -s --no-print-directory images | tr '\n' ' '); \
+	  images=$$($(MAKE) -s --no-print-directory images | grep '\.oci\.tar$$' | tr '\n' ' '); \
 	  INTERRUPT_IS_SUCCESS=1 SPIDERPOOL_IMAGES="$$images" SPIDERPOOL_BIN_DIR=$(BIN_DIR) \
 	    e2e/scripts/with-testenv.sh --with-node -- e2e/scripts/demo-node.sh; \
 	else \

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::args::Args;
 use crate::runtime::admin::{self, Readiness};
 use crate::runtime::leader;
-use crate::runtime::metrics::ControllerMetrics;
+use crate::runtime::metrics::{self, ControllerMetrics};
 use crate::runtime::probe;
 use crate::runtime::supervisor::{LeaderController, Supervisor};
 use crate::shared::IpamShared;
@@ -43,6 +43,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let controllers = leader_controllers(&client, &args, &mut registry, &readiness);
     let supervisor = Supervisor::new(controllers, &readiness);
     let webhook_metrics = webhook::metrics::WebhookMetrics::register(&mut registry);
+    let (leading_tx, leading_rx) = watch::channel(!args.leader_elect);
+    metrics::register_leader(&mut registry, leading_rx.clone());
     let registry = Arc::new(registry);
     // Webhooks serve on every replica, leader or not.
     let webhooks = args.enable_webhook.then(|| {
@@ -67,7 +69,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         admin_shutdown,
     ));
 
-    let (leading_tx, leading_rx) = watch::channel(!args.leader_elect);
     let election = if args.leader_elect {
         let identity = args
             .identity

@@ -115,6 +115,7 @@ pub struct Context {
 
 impl Context {
     pub fn new(shared: &IpamShared, metrics: ControllerMetrics, config: GcConfig) -> Context {
+        metrics.declare(CONTROLLER_NAME);
         Context {
             store: IpamStore::new(shared.client.clone(), StoreOptions::default()),
             client: shared.client.clone(),

@@ -30,6 +30,7 @@ impl Frame {
         metrics: ControllerMetrics,
         backoff: ErrorBackoff,
     ) -> Self {
+        metrics.declare(controller);
         Frame {
             controller,
             metrics,

@@ -20,6 +20,10 @@
 //! | `spiderpool_auto_pool_reclaims_total` | counter | – |
 //! | `spiderpool_auto_pool_failures_total` | counter | `category` |
 //!
+//! The failure counters start at zero for the categories any controller can hit
+//! (`api_error`, `conflict`), so the alerts and dashboard panels over them have data from the
+//! first scrape; the GC reasons and scaling directions start at zero too.
+//!
 //! A subnet's allocated count is what its `status.allocatedIPCount` means upstream: addresses
 //! pre-allocated to its pools. A pool's allocated count is the number of its ledger records.
 
@@ -33,6 +37,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::runtime::metrics::TRANSIENT_CATEGORIES;
 use crate::shared::cache::IpamCache;
 use spiderpool_store::objects;
 
@@ -120,6 +125,14 @@ impl IpamCounters {
             "endpoint_released",
         ] {
             let _ = counters.gc_releases.get_or_create(&ReasonLabels { reason });
+        }
+        for category in TRANSIENT_CATEGORIES {
+            let _ = counters
+                .gc_failures
+                .get_or_create(&CategoryLabels { category });
+            let _ = counters
+                .auto_pool_failures
+                .get_or_create(&CategoryLabels { category });
         }
         for direction in ["up", "down"] {
             let _ = counters
@@ -427,6 +440,9 @@ mod tests {
             r#"spiderpool_auto_pool_scalings_total{direction="up"} 0"#,
             "spiderpool_auto_pool_creations_total 0",
             r#"spiderpool_ip_gc_failure_counts_total{category="api_error"} 1"#,
+            r#"spiderpool_ip_gc_failure_counts_total{category="conflict"} 0"#,
+            r#"spiderpool_auto_pool_failures_total{category="api_error"} 0"#,
+            r#"spiderpool_auto_pool_failures_total{category="conflict"} 0"#,
         ] {
             assert!(
                 text.lines().any(|candidate| candidate == line),

@@ -240,6 +240,46 @@ fn rejection(
     ))
 }
 
+/// How filtering judged one candidate pool of one NIC and family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolVerdict {
+    pub pool: String,
+    /// `None` when the pool stays a candidate; otherwise upstream's reason for dropping it.
+    pub rejection: Option<String>,
+}
+
+/// Judges every pool of `names` (in the given order; unknown names are skipped) for `nic` and
+/// `version`, as [`filter_candidates`] does. Tools that explain a selection call this, so their
+/// reasons are the plugin's.
+pub fn judge_pools(
+    ctx: &SelectionContext<'_>,
+    nic: &str,
+    version: IpVersion,
+    names: &[String],
+) -> Vec<PoolVerdict> {
+    let mut additional_nad: Option<NadLookup> = None;
+    names
+        .iter()
+        .filter_map(|name| ctx.pool(name))
+        .map(|pool| PoolVerdict {
+            pool: pool.name.clone(),
+            rejection: rejection(ctx, version, pool, nic, &mut additional_nad),
+        })
+        .collect()
+}
+
+/// The pools that survived filtering, in the order they are tried (priority, ties in the
+/// user's order).
+pub fn priority_order(ctx: &SelectionContext<'_>, verdicts: &[PoolVerdict]) -> Vec<String> {
+    let mut kept: Vec<&PoolView> = verdicts
+        .iter()
+        .filter(|verdict| verdict.rejection.is_none())
+        .filter_map(|verdict| ctx.pool(&verdict.pool))
+        .collect();
+    sort_by_priority(&mut kept);
+    kept.into_iter().map(|pool| pool.name.clone()).collect()
+}
+
 /// `checkIPVersionEnable` + `precheckPoolCandidates` + `filterPoolCandidates` + `sortPoolCandidates`.
 pub fn filter_candidates(
     ctx: &SelectionContext<'_>,
@@ -269,35 +309,21 @@ pub fn filter_candidates(
     }
 
     for nic in &mut candidates.nics {
-        let mut additional_nad: Option<NadLookup> = None;
         for candidate in &mut nic.candidates {
-            let mut reasons = Vec::new();
-            let mut kept: Vec<&PoolView> = Vec::new();
-            for name in &candidate.pools {
-                let Some(pool) = ctx.pool(name) else {
-                    continue;
-                };
-                match rejection(
-                    ctx,
-                    candidate.ip_version,
-                    pool,
-                    &nic.nic,
-                    &mut additional_nad,
-                ) {
-                    Some(reason) => reasons.push(reason),
-                    None => kept.push(pool),
-                }
-            }
+            let verdicts = judge_pools(ctx, &nic.nic, candidate.ip_version, &candidate.pools);
+            let kept = priority_order(ctx, &verdicts);
             if kept.is_empty() {
                 return Err(SelectionError::AllFiltered {
                     version: candidate.ip_version,
                     pools: candidate.pools.clone(),
                     nic: nic.nic.clone(),
-                    reasons,
+                    reasons: verdicts
+                        .into_iter()
+                        .filter_map(|verdict| verdict.rejection)
+                        .collect(),
                 });
             }
-            sort_by_priority(&mut kept);
-            candidate.pools = kept.into_iter().map(|pool| pool.name.clone()).collect();
+            candidate.pools = kept;
         }
     }
     Ok(candidates)

@@ -16,7 +16,7 @@
 
 mod filter;
 
-pub use filter::filter_candidates;
+pub use filter::{PoolVerdict, filter_candidates, judge_pools, priority_order};
 
 use std::net::IpAddr;
 
