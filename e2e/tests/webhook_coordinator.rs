@@ -32,8 +32,8 @@ async fn spider_coordinator_is_defaulted_and_validated() -> anyhow::Result<()> {
         created.spec.hijack_cidr,
         Some(vec!["10.96.0.10/32".to_string()])
     );
-    // No finalizer until a coordinator controller exists to remove it (see the webhook's
-    // `mutate`): deleting the object must not hang.
+    // No finalizer (see the webhook's `mutate`): deleting the object, or the CRD, must never wait
+    // for a controller.
     assert!(
         created.finalizers().is_empty(),
         "{:?}",

@@ -58,6 +58,11 @@ pub struct Args {
     #[arg(long, env = "SPIDERPOOL_ENABLE_MULTUS_CONFIG", default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_multus_config: bool,
 
+    /// Keep the SpiderCoordinator `default` present and its status (the cluster's pod and
+    /// service CIDRs) up to date (leader only).
+    #[arg(long, env = "SPIDERPOOL_ENABLE_COORDINATOR_CONTROLLER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_coordinator_controller: bool,
+
     /// Run the IPAM controllers: IPPool and Subnet status, auto pools for workloads, and IP
     /// garbage collection (leader only). Off for a replica that should only serve webhooks.
     #[arg(long, env = "SPIDERPOOL_ENABLE_IPAM_CONTROLLERS", default_value_t = true, action = clap::ArgAction::Set)]

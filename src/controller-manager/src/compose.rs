@@ -21,7 +21,7 @@ use crate::runtime::metrics::{self, ControllerMetrics};
 use crate::runtime::probe;
 use crate::runtime::supervisor::{LeaderController, Supervisor};
 use crate::shared::IpamShared;
-use crate::{autopool, gc, ippool, multusconfig, subnet, webhook};
+use crate::{autopool, coordinator, gc, ippool, multusconfig, subnet, webhook};
 
 /// Runs the controller-manager until SIGTERM or SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -131,6 +131,18 @@ fn leader_controllers(
             multusconfig::controller::CONTROLLER_NAME,
             &[multusconfig::controller::READINESS],
             move || multusconfig::controller::run(context.clone(), ready.clone()),
+        ));
+    }
+    if args.enable_coordinator_controller {
+        let context = Arc::new(coordinator::controller::Context::new(
+            client.clone(),
+            metrics.clone(),
+        ));
+        let ready = readiness.clone();
+        controllers.push(LeaderController::new(
+            coordinator::controller::CONTROLLER_NAME,
+            &[coordinator::controller::READINESS],
+            move || coordinator::controller::run(context.clone(), ready.clone()),
         ));
     }
     if !args.enable_ipam_controllers {

@@ -11,7 +11,8 @@
 //! - The domain modules, one per resource or job, which never use each other: [`ippool`] (the
 //!   IPPool controller), [`subnet`] (the Subnet controller), [`autopool`] (the auto-pool
 //!   controller: per-workload pools from SpiderSubnets), [`gc`] (IP garbage collection),
-//!   [`multusconfig`] (SpiderMultusConfig → NetworkAttachmentDefinition) and [`webhook`] (the
+//!   [`multusconfig`] (SpiderMultusConfig → NetworkAttachmentDefinition), [`coordinator`]
+//!   (the SpiderCoordinator status: the cluster's pod and service CIDRs) and [`webhook`] (the
 //!   admission webhooks).
 //! - [`compose`]: the composition root that builds and wires all of the above.
 //!
@@ -21,6 +22,7 @@
 pub mod args;
 pub mod autopool;
 pub mod compose;
+pub mod coordinator;
 pub mod gc;
 pub mod ippool;
 pub mod multusconfig;

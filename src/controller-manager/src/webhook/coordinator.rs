@@ -17,9 +17,9 @@ const RP_FILTERS: [&str; 3] = ["0", "1", "2"];
 /// destinations. Errors are for logging only.
 ///
 /// Upstream also adds the `spiderpool.spidernet.io` finalizer here and its coordinator controller
-/// removes it. We have no SpiderCoordinator controller yet, so a finalizer added here would never
-/// be removed: deleting the object, and uninstalling the CRD, would hang. We add none until a
-/// controller owns its removal.
+/// removes it. We add none: nothing needs cleaning up when a SpiderCoordinator goes, and a
+/// finalizer would make its deletion (and the CRD's uninstall) hang whenever the controller is not
+/// running. The controller (`crate::coordinator::controller`) removes one left by upstream.
 pub fn mutate(coordinator: &mut SpiderCoordinator) -> Result<(), String> {
     let spec = &mut coordinator.spec;
     spec.mode.get_or_insert(CoordinatorMode::Auto);
@@ -281,7 +281,7 @@ mod tests {
                 .map(|routes| routes[0].dst.as_str()),
             Some("10.0.0.5/32")
         );
-        // No finalizer: nothing would remove it (see `mutate`).
+        // No finalizer: nothing needs one (see `mutate`).
         assert_eq!(coordinator.metadata.finalizers, None);
         assert!(validate(&coordinator).is_ok());
     }
