@@ -145,7 +145,8 @@ pub struct CoordinatorStatus {
     /// coordinator plugin refuses to run until the phase is `Synced`.
     pub phase: String,
 
-    /// Why the phase is `NotReady`.
+    /// Why the phase is `NotReady` (what is missing), or, when `Synced`, where the pod and
+    /// service CIDRs were found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 

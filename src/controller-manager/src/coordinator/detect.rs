@@ -9,7 +9,8 @@
 //! - `cilium`: `kube-system/cilium-config`: its `cluster-pool-ipv4/6-cidr` in cluster-pool mode,
 //!   the CiliumPodIPPools in multi-pool mode, the `cluster` sources in kubernetes mode.
 //! - `auto`: Cilium when its ConfigMap exists, else Calico when its IPPools are served, else
-//!   `cluster`. Upstream guesses from the CNI configuration files on the controller's own node;
+//!   `cluster`, and `none` when the cluster sources hold no pod CIDR either (an underlay-only
+//!   cluster). Upstream guesses from the CNI configuration files on the controller's own node;
 //!   the API server is what a controller-manager can see wherever it runs, so we ask it.
 //! - `none`: no pod CIDR.
 //!
@@ -94,14 +95,26 @@ pub fn detect(pod_cidr_type: Option<PodCIDRType>, sources: &Sources) -> Detectio
         // The webhook requires the field; an object that predates it is treated as `auto`.
         None | Some(PodCIDRType::Auto) => {
             let resolved = resolve_auto(sources);
-            pod_cidrs(resolved, sources).map(|found| Found {
-                source: format!(
-                    "podCIDRType auto resolved to {}: {}",
-                    type_name(resolved),
-                    found.source
-                ),
-                ..found
-            })
+            match pod_cidrs(resolved, sources) {
+                Ok(found) => Ok(Found {
+                    source: format!(
+                        "podCIDRType auto resolved to {}: {}",
+                        type_name(resolved),
+                        found.source
+                    ),
+                    ..found
+                }),
+                // A cluster whose only CNI is an underlay one has no pod CIDR to route via the
+                // host: `auto` then means `none`, as upstream's auto does for a CNI it does not
+                // know. An explicit `cluster` still reports what is missing.
+                Err(_) if resolved == PodCIDRType::Cluster => Ok(Found {
+                    cidrs: Vec::new(),
+                    source: "podCIDRType auto: no Cilium, Calico or cluster pod CIDR found, \
+                             so no pod CIDR (as none)"
+                        .into(),
+                }),
+                Err(missing) => Err(missing),
+            }
         }
         Some(other) => pod_cidrs(other, sources),
     };
@@ -512,6 +525,14 @@ mod tests {
         assert!(auto.reason.contains("auto resolved to calico"));
         let not_installed = detect(Some(PodCIDRType::Calico), &with_service());
         assert!(not_installed.reason.contains("not served"));
+    }
+
+    #[test]
+    fn auto_without_any_pod_cidr_source_is_synced_as_none() {
+        let detection = detect(Some(PodCIDRType::Auto), &with_service());
+        assert_eq!(detection.phase, PHASE_SYNCED);
+        assert!(detection.overlay_pod_cidr.is_empty());
+        assert!(detection.reason.contains("as none"), "{detection:?}");
     }
 
     #[test]
