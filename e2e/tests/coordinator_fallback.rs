@@ -1,6 +1,7 @@
 //! The coordinator's cluster defaults come from the API server: the SpiderCoordinator object and
 //! the pod's `ipam.spidernet.io/default-route-nic` annotation (which wins over the object's
-//! `podDefaultRouteNIC`). A missing object means the built-in defaults, not a failed pod. The
+//! `podDefaultRouteNIC`) and its status CIDRs, refused while it is not `Synced`. A missing object
+//! means the built-in defaults, not a failed pod. The
 //! reads are made as the plugin runs on a node: ServiceAccount `spiderpool-cni` with the roles of
 //! `config/rbac/cni.yaml`.
 
@@ -43,6 +44,22 @@ async fn coordinator_fallback_reads_the_object_and_the_pod_annotation() -> anyho
                  "hostRuleTable": 600, "hijackCIDR": ["10.233.0.0/18"], "vethMTU": 1400},
     }))?;
     coordinators.create(&PostParams::default(), &object).await?;
+    // Only the `default` object has a controller; this one's status is written here, first as
+    // the controller writes a cluster it cannot read.
+    let set_status = |status: serde_json::Value| {
+        let coordinators = coordinators.clone();
+        let name = coordinator_name.clone();
+        async move {
+            coordinators
+                .patch_status(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"status": status})),
+                )
+                .await
+        }
+    };
+    set_status(json!({"phase": "NotReady", "reason": "no service CIDR found: test"})).await?;
     let pods: Api<k8s_openapi::api::core::v1::Pod> =
         Api::namespaced(client.clone(), &namespace.name);
     for (name, annotations) in [
@@ -61,6 +78,28 @@ async fn coordinator_fallback_reads_the_object_and_the_pod_annotation() -> anyho
     }
 
     let source = fallback(&kubeconfig, &coordinator_name);
+    let not_synced = {
+        let source = source.clone();
+        let ns = namespace.name.clone();
+        tokio::task::spawn_blocking(move || source.load(&pod_args(&ns, "plain"))).await?
+    };
+    let error = not_synced.expect_err("a coordinator that is not Synced is refused");
+    assert_eq!(
+        error.code,
+        spiderpool_cni::protocol::ErrorCode::TRY_AGAIN_LATER
+    );
+    assert!(
+        error
+            .msg
+            .contains("is not Synced (phase NotReady): no service CIDR found: test"),
+        "{}",
+        error.msg
+    );
+    set_status(
+        json!({"phase": "Synced", "reason": "test", "overlayPodCIDR": ["10.244.0.0/16"],
+                      "serviceCIDR": ["10.96.0.0/12"]}),
+    )
+    .await?;
     let ns = namespace.name.clone();
     let (plain, annotated, missing) = tokio::task::spawn_blocking(move || {
         (
@@ -77,6 +116,8 @@ async fn coordinator_fallback_reads_the_object_and_the_pod_annotation() -> anyho
     assert_eq!(plain.hijack_cidr, vec!["10.233.0.0/18".to_owned()]);
     assert_eq!(plain.veth_mtu, 1400);
     assert!(plain.tune_pod_routes, "CRD default tunePodRoutes=true");
+    assert_eq!(plain.overlay_pod_cidr, vec!["10.244.0.0/16".to_owned()]);
+    assert_eq!(plain.service_cidr, vec!["10.96.0.0/12".to_owned()]);
 
     let annotated = annotated.map_err(|error| anyhow::anyhow!("{error:?}"))?;
     assert_eq!(

@@ -222,6 +222,13 @@ fn two_nic_pod_gets_the_policy_routing_of_seed_002_and_del_cleans_the_host() {
         main.contains(&"10.96.0.0/12 via 10.6.168.123 dev veth0".to_string()),
         "{main:?}"
     );
+    // An address in the service CIDR (from the coordinator's status) leaves through veth0 to the
+    // host, not through the underlay eth0.
+    let service_route = topology.pod.ip(&["route", "get", "10.96.0.10"]);
+    assert!(
+        service_route.contains("via 10.6.168.123 dev veth0"),
+        "service address routed via veth0: {service_route}"
+    );
 
     // --- on the host: veth, rule and per-pod routes in hostRuleTable 500 ---
     let host_veth = "veth4f1c2d3e5a6";

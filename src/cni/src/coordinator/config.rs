@@ -181,6 +181,28 @@ struct PodObject {
     annotations: BTreeMap<String, String>,
 }
 
+/// Upstream's agent serves the coordinator settings only once the SpiderCoordinator's status
+/// phase is `Synced`: before that its pod and service CIDRs are unknown, and the pod would get
+/// no route to Services. The error is "try again later": the kubelet retries the pod.
+pub fn require_synced(
+    name: &str,
+    status: Option<&spiderpool_api::CoordinatorStatus>,
+) -> Result<(), CniError> {
+    let phase = status.map(|status| status.phase.as_str()).unwrap_or("");
+    if phase == "Synced" {
+        return Ok(());
+    }
+    let why = status
+        .and_then(|status| status.reason.as_deref())
+        .filter(|reason| !reason.is_empty())
+        .unwrap_or("the spiderpool controller has not detected the cluster's CIDRs yet");
+    let phase = if phase.is_empty() { "unset" } else { phase };
+    Err(CniError::new(
+        crate::protocol::ErrorCode::TRY_AGAIN_LATER,
+        format!("SpiderCoordinator {name} is not Synced (phase {phase}): {why}"),
+    ))
+}
+
 /// The fallback a SpiderCoordinator gives, with the pod's `ipam.spidernet.io/default-route-nic`
 /// annotation (which beats the object's `podDefaultRouteNIC`, as upstream's agent does) applied.
 /// Fields the object leaves out take the SpiderCoordinator webhook defaults.
@@ -665,5 +687,30 @@ mod tests {
                 .msg
                 .starts_with("failed to read spiderCoordinatorFile")
         );
+    }
+
+    #[test]
+    fn only_a_synced_coordinator_is_used() {
+        let status = |phase: &str, reason: Option<&str>| spiderpool_api::CoordinatorStatus {
+            phase: phase.into(),
+            reason: reason.map(str::to_owned),
+            ..Default::default()
+        };
+        assert!(require_synced("default", Some(&status("Synced", None))).is_ok());
+        let error = require_synced(
+            "default",
+            Some(&status("NotReady", Some("no service CIDR found"))),
+        )
+        .expect_err("NotReady is refused");
+        assert_eq!(error.code, crate::protocol::ErrorCode::TRY_AGAIN_LATER);
+        assert!(
+            error.msg.contains(
+                "SpiderCoordinator default is not Synced (phase NotReady): no service CIDR found"
+            ),
+            "{}",
+            error.msg
+        );
+        let error = require_synced("default", None).expect_err("no status is refused");
+        assert!(error.msg.contains("phase unset"), "{}", error.msg);
     }
 }

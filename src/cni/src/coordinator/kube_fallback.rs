@@ -2,9 +2,12 @@
 //! `default` unless configured) and the pod's `ipam.spidernet.io/default-route-nic` annotation.
 //!
 //! Upstream's plugin asks its node agent, which refuses to answer until the SpiderCoordinator's
-//! status phase is `Synced`. We read the object directly and use whatever it holds: a missing
-//! object means the built-in defaults (logged), since refusing every pod because CIDR discovery
-//! has not run would turn a missing optional feature into an outage.
+//! status phase is `Synced`. We read the object directly and refuse the same way when it exists
+//! but is not `Synced` (its pod and service CIDRs are unknown: the pod would get no route to
+//! Services), with the status reason in the error. A missing object means the built-in defaults
+//! (logged): the controller-manager creates it, so it is missing only where the coordinator
+//! controller does not run, and refusing every pod there would turn a missing optional feature
+//! into an outage.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use spiderpool_store::Store;
 
 use super::config::{
     DEFAULT_ROUTE_NIC_ANNOTATION, Fallback, FallbackSource, fallback_from_coordinator,
+    require_synced,
 };
 use crate::protocol::{CniError, ErrorCode, K8sArgs};
 
@@ -78,7 +82,9 @@ impl KubeFallback {
                     error.to_string(),
                 )
             })?;
-        if coordinator.is_none() {
+        if let Some(object) = &coordinator {
+            require_synced(&self.coordinator_name, object.status.as_ref())?;
+        } else {
             log::warn!(
                 "SpiderCoordinator {} not found: using the built-in coordinator defaults",
                 self.coordinator_name
