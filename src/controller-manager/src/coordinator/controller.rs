@@ -94,14 +94,14 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, metrics: ControllerMetrics) -> Self {
+        // One object: a failed read of a source is retried soon, at most every 5 minutes.
+        let backoff = ErrorBackoff::new(Duration::from_millis(200), RESYNC);
+        let frame = Frame::new(CONTROLLER_NAME, metrics, backoff);
+        let events = Events::new(&client, "Reconcile");
         Self {
-            events: Events::new(&client, "Reconcile"),
             client,
-            frame: Frame::new(
-                CONTROLLER_NAME,
-                metrics,
-                ErrorBackoff::new(Duration::from_millis(200), Duration::from_secs(300)),
-            ),
+            events,
+            frame,
         }
     }
 }
