@@ -58,7 +58,7 @@ use spiderpool_ipam::ledger::{AllocateError, LedgerError};
 use spiderpool_ipam::result::ResultError;
 use spiderpool_ipam::selection::SelectionError;
 
-pub use allocate::{AddOutcome, AddRequest, AddSource};
+pub use allocate::{AddOutcome, AddRequest, AddSource, ROLLBACK_BUDGET};
 pub use cas::{Backoff, CasStats, PoolWriter, Step};
 pub use combine::{LedgerOp, LedgerOutcome};
 pub use lock::LockDir;

@@ -24,6 +24,7 @@ use spiderpool_ipam::selection::CandidateSource;
 use spiderpool_ipam::settings::ClusterSettings;
 
 use self::execute::AddPod;
+pub use self::execute::ROLLBACK_BUDGET;
 use self::plan::{AddFacts, AddPlan, StoredEndpoint, needs_candidates, plan_add};
 use crate::cas::CasStats;
 use crate::objects::pod_liveness;
