@@ -21,7 +21,7 @@
 //! | `subnet_record_mismatch` | the entry's addresses differ from the pool's |
 //! | `subnet_record_without_pool` | an entry names a pool that does not exist |
 //! | `subnet_count_mismatch` | `allocatedIPCount` / `totalIPCount` differ from the entries / the subnet's addresses |
-//! | `auto_pool_missing` | a workload using the SpiderSubnet feature has no pool for a NIC and family |
+//! | `auto_pool_missing` | a workload using an existing SpiderSubnet has no pool for a NIC and family |
 //! | `auto_pool_size` | an auto pool's address count differs from the IP-number rule (§4.2) |
 //! | `auto_pool_label` | an auto pool's reclaim label differs from the workload's annotation |
 //! | `auto_pool_orphan` | a reclaimable auto pool whose workload (that UID) is gone |
@@ -873,7 +873,17 @@ fn check_workload(index: &Index<'_>, workload: &WorkloadView, violations: &mut V
                         && owner.ip_version == request.version.label_value()
                 })
         });
+        let subnet_exists = index
+            .snapshot
+            .subnets
+            .iter()
+            .any(|subnet| subnet.name == request.subnet);
         let Some(pool) = found else {
+            // A workload naming a subnet that does not exist is a user error reported by the
+            // controller; there is no pool to expect.
+            if !subnet_exists {
+                continue;
+            }
             violations.push(Violation::AutoPoolMissing {
                 workload: text.clone(),
                 subnet: request.subnet.clone(),
