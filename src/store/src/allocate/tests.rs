@@ -312,3 +312,43 @@ async fn an_endpoint_whose_address_another_pod_holds_is_replaced_by_a_fresh_allo
         "the stale endpoint was retired: {requests:?}"
     );
 }
+
+/// The pod as a StatefulSet member with this UID.
+fn statefulset_pod(uid: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": POD, "namespace": NAMESPACE, "uid": uid,
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                             "name": "web", "uid": "sts-uid", "controller": true}]},
+           "spec": {"nodeName": "node-1", "containers": []},
+           "status": {"phase": "Pending"}})
+}
+
+#[tokio::test]
+async fn a_recreated_statefulset_pod_whose_address_left_the_pool_is_allocated_afresh() {
+    let api = cluster();
+    let pods = format!("/api/v1/namespaces/{NAMESPACE}/pods");
+    api.insert(&pods, statefulset_pod(POD_UID));
+    add(&api, 10 * SECOND).await.unwrap();
+    // The pod is re-created; meanwhile 10.0.0.10 was excluded from the pool and its record went.
+    api.insert(&pods, statefulset_pod("pod-uid-2"));
+    let mut v4 = api.get(&format!("{POOLS}/v4")).unwrap();
+    v4["spec"]["excludeIPs"] = json!(["10.0.0.10"]);
+    v4["status"]["allocatedIPs"] = Value::Null;
+    v4["status"]["allocatedIPCount"] = json!(0);
+    api.insert(POOLS, v4);
+    let outcome = add(&api, 10 * SECOND).await.unwrap();
+    assert!(
+        matches!(outcome.source, AddSource::Allocated(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        ledger(&api, "v4"),
+        [("10.0.0.11".into(), "pod-uid-2".into())]
+    );
+    assert_eq!(
+        ledger(&api, "v6"),
+        [("fd00::10".into(), "pod-uid-2".into())]
+    );
+    let stored = endpoint(&api).expect("a new endpoint");
+    assert_eq!(stored["status"]["current"]["uid"], "pod-uid-2");
+}
