@@ -212,7 +212,16 @@ async fn chaos(
 
     let mut rng = actor_rng(seed, 0);
     let driving = Instant::now();
+    let mut reported = Instant::now();
     while stats.operations() < plan.operations && driving.elapsed() < plan.max_driving {
+        if reported.elapsed() >= Duration::from_secs(60) {
+            reported = Instant::now();
+            eprintln!(
+                "CHAOS progress: {} operations after {:.0}s",
+                stats.operations(),
+                driving.elapsed().as_secs_f64()
+            );
+        }
         drive_once(world, &mut rng).await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(20..120))).await;
     }
