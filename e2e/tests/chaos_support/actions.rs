@@ -129,13 +129,20 @@ impl World {
             .collect())
     }
 
-    /// Deletes every tenant namespace (the settle phase's teardown).
+    /// Deletes every namespace of the run (the teardown), also those whose deletion during the
+    /// run failed while the API server was restarting.
     pub async fn delete_namespaces(&self) -> anyhow::Result<()> {
-        let namespaces: Vec<String> = lock(&self.namespaces).drain(..).collect();
-        for name in namespaces {
-            let _ = Api::<Namespace>::all(self.client.clone())
-                .delete(&name, &DeleteParams::background())
-                .await;
+        lock(&self.namespaces).clear();
+        let api = Api::<Namespace>::all(self.client.clone());
+        for namespace in api
+            .list(&ListParams::default().labels(RUN_LABEL))
+            .await?
+            .items
+        {
+            if namespace.metadata.deletion_timestamp.is_none() {
+                api.delete(&namespace.name_any(), &DeleteParams::background())
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -463,6 +470,7 @@ impl Kubelet {
                 }
                 let send_del = !rng.random_bool(faults.skip_del);
                 let world = Arc::clone(world);
+                let kubelet = Arc::clone(self);
                 self.spawn(slots, uid, async move {
                     if send_del {
                         call(&world, "del", &node, &reference, kill).await;
@@ -482,7 +490,11 @@ impl Kubelet {
                         Ok(_) => world.stats.add("op:kubelet-remove"),
                         Err(kube::Error::Api(status))
                             if status.code == 404 || status.code == 409 => {}
-                        Err(_) => world.stats.add("fail:kubelet-remove"),
+                        Err(_) => {
+                            // Tried again on a later pass (the API server may be restarting).
+                            world.stats.add("fail:kubelet-remove");
+                            lock(&kubelet.deleting).remove(&reference.uid);
+                        }
                     }
                     false
                 });
