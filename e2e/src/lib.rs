@@ -39,11 +39,26 @@ pub fn install_crypto_provider() {
     });
 }
 
+/// The control plane of a test binary that starts its own (see [`use_own_control_plane`]).
+static OWN_CONTROL_PLANE: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+
+/// For a test binary that brings up its own control plane (the chaos suite restarts it): every
+/// helper of this crate then uses `kubeconfig` and writes its files under `dir` instead of the
+/// shared control plane's. Call it once, before any other helper.
+pub fn use_own_control_plane(kubeconfig: PathBuf, dir: PathBuf) -> anyhow::Result<()> {
+    OWN_CONTROL_PLANE
+        .set((kubeconfig, dir))
+        .map_err(|_| anyhow::anyhow!("the control plane of this test binary is already chosen"))
+}
+
 /// Path of the kubeconfig of the running control plane.
 ///
 /// Integration tests are meant to be run by `make test`; run directly they fail here with a
 /// message saying how to run them instead of silently passing.
 pub fn kubeconfig_path() -> PathBuf {
+    if let Some((kubeconfig, _)) = OWN_CONTROL_PLANE.get() {
+        return kubeconfig.clone();
+    }
     match std::env::var_os(KUBECONFIG_ENV) {
         Some(path) => PathBuf::from(path),
         None => panic!(
@@ -338,6 +353,9 @@ pub async fn service_account_kubeconfig(
 /// The directory for this run's files: the control plane's (`SPIDERPOOL_E2E_DIR`) or a temporary
 /// one.
 pub fn run_dir() -> PathBuf {
+    if let Some((_, dir)) = OWN_CONTROL_PLANE.get() {
+        return dir.clone();
+    }
     std::env::var_os("SPIDERPOOL_E2E_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
@@ -519,7 +537,23 @@ fn start_controller_manager(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<
         })
         .unwrap_or_else(|| "e2e".into());
     let log_path = run_dir().join(format!("controller-manager-{binary_name}.log"));
-    let log = std::fs::File::create(&log_path)
+    let command = controller_manager_command(kubeconfig, admin_addr, args, &log_path)?;
+    spawn_with_parent_death(command)?;
+    Ok(ControllerManager {
+        admin_addr,
+        log_path,
+    })
+}
+
+/// The controller-manager's command line as the suites run it: in `kube-system` with the
+/// kubeconfig of its ServiceAccount, the admin server on `admin_addr`, stderr to `log_path`.
+pub fn controller_manager_command(
+    kubeconfig: &Path,
+    admin_addr: std::net::SocketAddr,
+    args: &[&str],
+    log_path: &Path,
+) -> anyhow::Result<Command> {
+    let log = std::fs::File::create(log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let mut command = Command::new(binary("spiderpool-controller-manager"));
     command
@@ -541,8 +575,14 @@ fn start_controller_manager(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<
         )
         .stdout(std::process::Stdio::null())
         .stderr(log);
-    // The child must be spawned by a thread that lives as long as the process: the parent-death
-    // signal fires when the spawning *thread* exits.
+    Ok(command)
+}
+
+/// Spawns `command` with a parent-death signal (SIGTERM) so it never outlives the test binary;
+/// returns its pid. The spawning thread lives as long as the process: the parent-death signal
+/// fires when the spawning *thread* exits. The child is never waited for (the test binary's
+/// exit reaps it); callers that kill it wait with `waitpid` themselves if they need to.
+pub fn spawn_with_parent_death(mut command: Command) -> anyhow::Result<u32> {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::os::unix::process::CommandExt;
@@ -566,12 +606,8 @@ fn start_controller_manager(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<
     });
     receiver
         .recv()
-        .context("controller-manager spawner thread")?
-        .map_err(|error| anyhow::anyhow!("spawning the controller-manager: {error}"))?;
-    Ok(ControllerManager {
-        admin_addr,
-        log_path,
-    })
+        .context("spawner thread")?
+        .map_err(|error| anyhow::anyhow!("spawning {error}"))
 }
 
 /// A GET of the admin server (plain HTTP on loopback); returns status and body.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use autopool_support::*;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use spiderpool_api::SpiderIPPool;
@@ -168,6 +168,7 @@ async fn a_deployment_gets_one_pool_per_interface_and_family() -> anyhow::Result
     for subnet in [&v4, &v6, &net1] {
         check_subnet_consistent(&client, subnet).await?;
     }
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     for subnet in [&v4, &v6, &net1] {
         delete_subnet(&client, subnet).await?;
@@ -227,6 +228,7 @@ async fn pool_sizes_follow_the_ip_number_annotation() -> anyhow::Result<()> {
     let fixed = app_pools(&client, "Deployment", &namespace.name, "fixed").await?;
     assert_eq!(pool_size(&fixed[0]), 5);
     check_subnet_consistent(&client, &subnet).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_subnet(&client, &subnet).await?;
     Ok(())
@@ -346,6 +348,7 @@ async fn every_workload_kind_gets_an_auto_pool_and_host_network_ones_do_not() ->
         );
     }
     check_subnet_consistent(&client, &subnet).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_subnet(&client, &subnet).await?;
     Ok(())
@@ -443,11 +446,22 @@ async fn scaling_a_deployment_resizes_its_pool_without_dropping_an_address_in_us
         "scale-down waits for the pod to free its address"
     );
     release_records(&client, &pool, &pod.uid().unwrap_or_default()).await?;
+    // The rest of the plugin's DEL: the endpoint goes with its records.
+    let endpoints: Api<spiderpool_api::SpiderEndpoint> = Api::namespaced(client.clone(), ns);
+    endpoints
+        .patch(
+            "holder",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+    endpoints.delete("holder", &DeleteParams::default()).await?;
     wait_app_pools(&client, "Deployment", ns, "web", 1, |pools| {
         pool_size(&pools[0]) == 0
     })
     .await?;
     check_subnet_consistent(&client, &subnet).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_subnet(&client, &subnet).await?;
     Ok(())
@@ -565,6 +579,7 @@ async fn deleted_workloads_lose_their_pools_unless_reclaim_is_off_and_a_successo
     )
     .await?;
     check_subnet_consistent(&client, &subnet).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_subnet(&client, &subnet).await?;
     Ok(())
@@ -608,6 +623,7 @@ async fn an_exhausted_subnet_gives_a_clear_warning_event() -> anyhow::Result<()>
     })
     .await?;
     check_subnet_consistent(&client, &subnet).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_subnet(&client, &subnet).await?;
     Ok(())
@@ -786,6 +802,7 @@ async fn thirty_deployments_churning_on_one_subnet_leave_it_exactly_as_found() -
         scaled.as_secs_f64(),
         deleted.as_secs_f64()
     );
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_subnet(&client, &subnet).await?;
     Ok(())
@@ -817,6 +834,7 @@ async fn auto_pools_exist_soon_after_deployment_create() -> anyhow::Result<()> {
         percentile(&latencies, 100.0).as_secs_f64() * 1000.0,
         total.as_secs_f64()
     );
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     wait_for("auto pools reclaimed", TIMEOUT, || async {
         let pools = Api::<SpiderIPPool>::all(client.clone())
@@ -884,6 +902,7 @@ async fn pools_get_true_counts_and_keep_their_finalizer_while_addresses_are_allo
         Ok(pools.get_opt(&pool).await?.is_none().then_some(()))
     })
     .await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     Ok(())
 }
@@ -912,6 +931,7 @@ async fn a_reclaimable_auto_pool_whose_workload_is_gone_is_deleted() -> anyhow::
         Ok(pools.get_opt(&pool).await?.is_none().then_some(()))
     })
     .await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     Ok(())
 }
@@ -954,6 +974,7 @@ async fn deleting_a_subnet_deletes_its_pools_first() -> anyhow::Result<()> {
             .await?
             .is_empty()
     );
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     Ok(())
 }

@@ -100,6 +100,7 @@ async fn a_pod_deleted_without_cni_del_loses_its_address_and_endpoint() -> anyho
     })
     .await?;
     assert!(gc_releases(manager, "pod_not_found").await? > released_before);
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_pool(&client, &pool).await?;
     Ok(())
@@ -235,6 +236,7 @@ async fn statefulset_members_keep_their_addresses_until_scaled_away() -> anyhow:
     })
     .await?;
     statefulsets.delete("db", &DeleteParams::default()).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_pool(&client, &pool).await?;
     Ok(())
@@ -265,6 +267,7 @@ async fn a_fresh_allocation_is_never_collected() -> anyhow::Result<()> {
     assert!(pool_records(&client, &pool).await?.contains_key(&held));
     force_delete_pod(&client, ns, "pending").await?;
     wait_released(&client, &pool, &held).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_pool(&client, &pool).await?;
     Ok(())

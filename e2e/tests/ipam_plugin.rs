@@ -129,7 +129,13 @@ impl Fixture {
         std::fs::read_to_string(&self.node.log).unwrap_or_default()
     }
 
+    /// Checks the namespace's invariants, then removes what the test made.
     async fn finish(self) -> anyhow::Result<()> {
+        spiderpool_e2e::invariants::assert_consistent(&self.client, &self.namespace.name).await?;
+        self.clean_up().await
+    }
+
+    async fn clean_up(self) -> anyhow::Result<()> {
         release_endpoints(&self.client, &self.namespace.name).await?;
         delete_pools(&self.client, &self.pools).await;
         self.node.delete(&self.client).await?;
@@ -1361,5 +1367,7 @@ async fn a_full_auto_pool_is_waited_for_until_it_grows() -> anyhow::Result<()> {
         fixed_add.elapsed
     );
     assert_eq!(fixture.records(&pool).await?.len(), 2);
-    fixture.finish().await
+    // The test plays the controller-manager with an auto pool held mid scale-up on purpose (no
+    // subnet, smaller than its replicas): the invariants of a settled cluster do not hold here.
+    fixture.clean_up().await
 }
