@@ -25,8 +25,8 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind,
 use serde_json::{Map, Value, json};
 use spiderpool_api::{SpiderEndpoint, SpiderIPPool};
 use spiderpool_e2e::{
-    binary, client, controller_manager_with_settings, install_webhook_configurations,
-    unique_name, wait_for,
+    binary, client, controller_manager_with_settings, install_webhook_configurations, unique_name,
+    wait_for,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -93,12 +93,19 @@ fn substitute(template: &Value, value: &Value) -> Value {
             Value::String(text) => Value::String(expand_repeats(text)),
             other => substitute(other, &Value::Null),
         },
-        Value::String(text) => Value::String(expand_repeats(&text.replace("{{value}}", &value_text))),
-        Value::Array(items) => Value::Array(items.iter().map(|item| substitute(item, value)).collect()),
+        Value::String(text) => {
+            Value::String(expand_repeats(&text.replace("{{value}}", &value_text)))
+        }
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|item| substitute(item, value)).collect())
+        }
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(key, item)| {
-                    (expand_repeats(&key.replace("{{value}}", &value_text)), substitute(item, value))
+                    (
+                        expand_repeats(&key.replace("{{value}}", &value_text)),
+                        substitute(item, value),
+                    )
                 })
                 .collect(),
         ),
@@ -111,9 +118,15 @@ fn cases(section: &str) -> anyhow::Result<Vec<Case>> {
     let mut expanded = Vec::new();
     for entry in document[section].as_array().context("a list of cases")? {
         let name = entry["case"].as_str().context("a case without a name")?;
-        let values = entry["values"].as_array().cloned().unwrap_or(vec![Value::Null]);
+        let values = entry["values"]
+            .as_array()
+            .cloned()
+            .unwrap_or(vec![Value::Null]);
         let kinds: Vec<Option<String>> = match entry["kinds"].as_array() {
-            Some(kinds) => kinds.iter().map(|kind| kind.as_str().map(str::to_string)).collect(),
+            Some(kinds) => kinds
+                .iter()
+                .map(|kind| kind.as_str().map(str::to_string))
+                .collect(),
             None => vec![entry["object"]["kind"].as_str().map(str::to_string)],
         };
         for (index, value) in values.iter().enumerate() {
@@ -156,7 +169,11 @@ fn judge(case: &Case, code: Option<u64>, message: &str) -> Result<(), String> {
     {
         return Err(format!("code {code}: {shown}"));
     }
-    let missing: Vec<&String> = case.expect.iter().filter(|part| !message.contains(part.as_str())).collect();
+    let missing: Vec<&String> = case
+        .expect
+        .iter()
+        .filter(|part| !message.contains(part.as_str()))
+        .collect();
     if !missing.is_empty() {
         return Err(format!("does not name {missing:?}: {shown}"));
     }
@@ -167,11 +184,18 @@ fn judge(case: &Case, code: Option<u64>, message: &str) -> Result<(), String> {
 }
 
 fn report(section: &str, total: usize, failures: &[String]) -> anyhow::Result<()> {
-    eprintln!("{section}: {} of {total} cases refused as expected", total - failures.len());
+    eprintln!(
+        "{section}: {} of {total} cases refused as expected",
+        total - failures.len()
+    );
     if failures.is_empty() {
         return Ok(());
     }
-    anyhow::bail!("{} {section} case(s) failed:\n{}", failures.len(), failures.join("\n"))
+    anyhow::bail!(
+        "{} {section} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    )
 }
 
 #[test]
@@ -180,11 +204,32 @@ fn the_corpus_has_at_least_200_cases_each_expecting_a_named_field() -> anyhow::R
     let cni = cases("cni")?;
     for case in webhook.iter().chain(&cni) {
         assert!(!case.expect.is_empty(), "{} expects nothing", case.id);
-        assert!(case.expect.iter().all(|part| !part.is_empty()), "{} expects an empty text", case.id);
+        assert!(
+            case.expect.iter().all(|part| !part.is_empty()),
+            "{} expects an empty text",
+            case.id
+        );
     }
-    assert!(webhook.len() + cni.len() >= 200, "{} + {} cases", webhook.len(), cni.len());
-    let kinds: std::collections::BTreeSet<&str> = webhook.iter().filter_map(|case| case.kind.as_deref()).collect();
-    for kind in ["SpiderIPPool", "SpiderSubnet", "SpiderReservedIP", "SpiderMultusConfig", "SpiderCoordinator", "Pod", "Namespace", "Deployment"] {
+    assert!(
+        webhook.len() + cni.len() >= 200,
+        "{} + {} cases",
+        webhook.len(),
+        cni.len()
+    );
+    let kinds: std::collections::BTreeSet<&str> = webhook
+        .iter()
+        .filter_map(|case| case.kind.as_deref())
+        .collect();
+    for kind in [
+        "SpiderIPPool",
+        "SpiderSubnet",
+        "SpiderReservedIP",
+        "SpiderMultusConfig",
+        "SpiderCoordinator",
+        "Pod",
+        "Namespace",
+        "Deployment",
+    ] {
         assert!(kinds.contains(kind), "no case for {kind}");
     }
     Ok(())
@@ -198,7 +243,10 @@ fn repeats_and_values_expand() {
         substitute(&template, &json!(7)),
         json!({"k": 7, "s": "v=7", "7": 1})
     );
-    assert_eq!(substitute(&json!("{{value}}"), &json!("{{repeat:2:ab}}")), json!("abab"));
+    assert_eq!(
+        substitute(&json!("{{value}}"), &json!("{{repeat:2:ab}}")),
+        json!("abab")
+    );
 }
 
 // ------------------------------------------------------------------------------ webhooks
@@ -218,9 +266,24 @@ fn resource(kind: &str) -> anyhow::Result<(ApiResource, bool)> {
     let (group, version, plural, namespaced) = match kind {
         "SpiderIPPool" => ("spiderpool.spidernet.io", "v2beta1", "spiderippools", false),
         "SpiderSubnet" => ("spiderpool.spidernet.io", "v2beta1", "spidersubnets", false),
-        "SpiderReservedIP" => ("spiderpool.spidernet.io", "v2beta1", "spiderreservedips", false),
-        "SpiderCoordinator" => ("spiderpool.spidernet.io", "v2beta1", "spidercoordinators", false),
-        "SpiderMultusConfig" => ("spiderpool.spidernet.io", "v2beta1", "spidermultusconfigs", true),
+        "SpiderReservedIP" => (
+            "spiderpool.spidernet.io",
+            "v2beta1",
+            "spiderreservedips",
+            false,
+        ),
+        "SpiderCoordinator" => (
+            "spiderpool.spidernet.io",
+            "v2beta1",
+            "spidercoordinators",
+            false,
+        ),
+        "SpiderMultusConfig" => (
+            "spiderpool.spidernet.io",
+            "v2beta1",
+            "spidermultusconfigs",
+            true,
+        ),
         "Pod" => ("", "v1", "pods", true),
         "Namespace" => ("", "v1", "namespaces", false),
         "Deployment" => ("apps", "v1", "deployments", true),
@@ -258,19 +321,25 @@ fn object_of(case: &Case, kind: &str, name: &str, namespace: &str) -> anyhow::Re
         "Deployment" | "DaemonSet" | "ReplicaSet" | "StatefulSet" => {
             let mut template = template.clone();
             template["spec"]["restartPolicy"] = json!("Always");
-            let mut spec = json!({"selector": {"matchLabels": {"app": name}}, "template": template});
+            let mut spec =
+                json!({"selector": {"matchLabels": {"app": name}}, "template": template});
             if kind == "StatefulSet" {
                 spec["serviceName"] = json!(name);
             }
             json!({ "spec": spec })
         }
         "Job" => json!({"spec": {"template": template}}),
-        "CronJob" => json!({"spec": {"schedule": "0 0 1 1 *", "jobTemplate": {"spec": {"template": template}}}}),
+        "CronJob" => {
+            json!({"spec": {"schedule": "0 0 1 1 *", "jobTemplate": {"spec": {"template": template}}}})
+        }
         _ => case.template["object"].clone(),
     };
     object["apiVersion"] = json!(resource.api_version);
     object["kind"] = json!(kind);
-    let metadata = object["metadata"].as_object_mut().map(std::mem::take).unwrap_or_default();
+    let metadata = object["metadata"]
+        .as_object_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
     let mut merged = Map::new();
     merged.insert("name".into(), json!(name));
     merged.insert("labels".into(), labels);
@@ -308,25 +377,42 @@ async fn webhook_setup() -> anyhow::Result<(Client, String)> {
             "apiVersion": "spiderpool.spidernet.io/v2beta1", "kind": "SpiderIPPool",
             "metadata": {"name": "bad-input-probe", "labels": {LABEL: "true"}},
             "spec": {"subnet": "192.0.2.1/24"}}))?;
-        let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
         Ok(match pools.create(&dry_run, &probe).await {
-            Err(kube::Error::Api(status)) => status.message.contains("unformatted subnet").then_some(()),
+            Err(kube::Error::Api(status)) => {
+                status.message.contains("unformatted subnet").then_some(())
+            }
             _ => None,
         })
     })
     .await
     .with_context(|| format!("controller-manager log: {}", manager.log_path.display()))?;
     let fixtures = [
-        ("SpiderIPPool", json!({"metadata": {"name": POOL_V4}, "spec": {"subnet": "192.0.2.0/24", "ips": ["192.0.2.10-192.0.2.20"]}})),
-        ("SpiderIPPool", json!({"metadata": {"name": POOL_V6}, "spec": {"subnet": "2001:db8:bad::/64", "ips": ["2001:db8:bad::10-2001:db8:bad::20"]}})),
-        ("SpiderSubnet", json!({"metadata": {"name": SUBNET}, "spec": {"subnet": "198.51.100.0/24", "ips": ["198.51.100.1-198.51.100.100"]}})),
+        (
+            "SpiderIPPool",
+            json!({"metadata": {"name": POOL_V4}, "spec": {"subnet": "192.0.2.0/24", "ips": ["192.0.2.10-192.0.2.20"]}}),
+        ),
+        (
+            "SpiderIPPool",
+            json!({"metadata": {"name": POOL_V6}, "spec": {"subnet": "2001:db8:bad::/64", "ips": ["2001:db8:bad::10-2001:db8:bad::20"]}}),
+        ),
+        (
+            "SpiderSubnet",
+            json!({"metadata": {"name": SUBNET}, "spec": {"subnet": "198.51.100.0/24", "ips": ["198.51.100.1-198.51.100.100"]}}),
+        ),
     ];
     for (kind, mut object) in fixtures {
         object["apiVersion"] = json!("spiderpool.spidernet.io/v2beta1");
         object["kind"] = json!(kind);
         object["metadata"]["labels"] = json!({LABEL: "true"});
         let object: DynamicObject = serde_json::from_value(object)?;
-        match api(&client, kind, "")?.create(&PostParams::default(), &object).await {
+        match api(&client, kind, "")?
+            .create(&PostParams::default(), &object)
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(error) => return Err(error).context(format!("creating the {kind} fixture")),
@@ -343,7 +429,8 @@ async fn namespace(client: &Client, prefix: &str, judged: bool) -> anyhow::Resul
     if judged {
         labels.insert(LABEL.to_string(), "true".to_string());
     }
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))?;
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))?;
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)
         .await?;
@@ -370,7 +457,8 @@ async fn leftovers(client: &Client, kind: &str, namespace: &str) -> anyhow::Resu
 }
 
 #[tokio::test]
-async fn every_bad_object_is_denied_naming_the_field_and_nothing_is_created() -> anyhow::Result<()> {
+async fn every_bad_object_is_denied_naming_the_field_and_nothing_is_created() -> anyhow::Result<()>
+{
     let cases = cases("webhook")?;
     let (client, namespace) = webhook_setup().await?;
     let mut failures = Vec::new();
@@ -405,8 +493,12 @@ async fn every_bad_object_is_denied_naming_the_field_and_nothing_is_created() ->
             Err(error) => failures.push(format!("{}: not an API error: {error}", case.id)),
         }
         // The cluster is unchanged: nothing by that name.
-        if !name.is_empty() && name.len() < 254 && api.get_opt(&name).await.ok().flatten().is_some() {
-            failures.push(format!("{}: {kind} {name} exists after the refusal", case.id));
+        if !name.is_empty() && name.len() < 254 && api.get_opt(&name).await.ok().flatten().is_some()
+        {
+            failures.push(format!(
+                "{}: {kind} {name} exists after the refusal",
+                case.id
+            ));
         }
     }
     for kind in &kinds {
@@ -428,17 +520,27 @@ struct PluginOutput {
 }
 
 /// Runs the plugin like a runtime, with `env` over the defaults for `pod` and raw `stdin`.
-async fn plugin(pod: &PodRef, env: &BTreeMap<String, String>, stdin: &[u8]) -> anyhow::Result<PluginOutput> {
+async fn plugin(
+    pod: &PodRef,
+    env: &BTreeMap<String, String>,
+    stdin: &[u8],
+) -> anyhow::Result<PluginOutput> {
     let container_id = format!("c{}", pod.uid.replace('-', ""));
     let mut variables = BTreeMap::from([
         ("CNI_COMMAND".to_string(), "ADD".to_string()),
         ("CNI_CONTAINERID".to_string(), container_id.clone()),
-        ("CNI_NETNS".to_string(), format!("/var/run/netns/{container_id}")),
+        (
+            "CNI_NETNS".to_string(),
+            format!("/var/run/netns/{container_id}"),
+        ),
         ("CNI_IFNAME".to_string(), "eth0".to_string()),
         ("CNI_PATH".to_string(), "/opt/cni/bin".to_string()),
         (
             "CNI_ARGS".to_string(),
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_UID={}", pod.namespace, pod.name, pod.uid),
+            format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_UID={}",
+                pod.namespace, pod.name, pod.uid
+            ),
         ),
     ]);
     variables.extend(env.clone());
@@ -472,7 +574,9 @@ fn merge(base: &mut Value, overlay: &Value) {
         (Value::Object(base), Value::Object(overlay)) => {
             for (key, value) in overlay {
                 match base.get_mut(key) {
-                    Some(existing) if existing.is_object() && value.is_object() => merge(existing, value),
+                    Some(existing) if existing.is_object() && value.is_object() => {
+                        merge(existing, value)
+                    }
                     _ => {
                         base.insert(key.clone(), value.clone());
                     }
@@ -487,15 +591,31 @@ fn merge(base: &mut Value, overlay: &Value) {
 async fn traces_of(client: &Client, pod: &PodRef) -> anyhow::Result<Vec<String>> {
     let mut traces = Vec::new();
     let pods_name = format!("{}/{}", pod.namespace, pod.name);
-    for pool in Api::<SpiderIPPool>::all(client.clone()).list(&Default::default()).await?.items {
-        let records = pool.status.as_ref().map(|status| status.allocations()).transpose()?.unwrap_or_default();
+    for pool in Api::<SpiderIPPool>::all(client.clone())
+        .list(&Default::default())
+        .await?
+        .items
+    {
+        let records = pool
+            .status
+            .as_ref()
+            .map(|status| status.allocations())
+            .transpose()?
+            .unwrap_or_default();
         for (ip, record) in records {
             if record.pod_uid == pod.uid || record.namespaced_name == pods_name {
-                traces.push(format!("pool {} records {ip}", pool.metadata.name.clone().unwrap_or_default()));
+                traces.push(format!(
+                    "pool {} records {ip}",
+                    pool.metadata.name.clone().unwrap_or_default()
+                ));
             }
         }
     }
-    if Api::<SpiderEndpoint>::namespaced(client.clone(), &pod.namespace).get_opt(&pod.name).await?.is_some() {
+    if Api::<SpiderEndpoint>::namespaced(client.clone(), &pod.namespace)
+        .get_opt(&pod.name)
+        .await?
+        .is_some()
+    {
         traces.push(format!("SpiderEndpoint {pods_name}"));
     }
     Ok(traces)
@@ -507,14 +627,16 @@ async fn every_bad_cni_call_fails_naming_the_field_and_allocates_nothing() -> an
     // The pools and subnet the annotations name, judged and created like the webhook suite's.
     let (client, _) = webhook_setup().await?;
     let scratch = Scratch::new("bad-input")?;
-    let node = SimNode::create(&client, &scratch, &[], "enableIPv4: true\nenableIPv6: true").await?;
+    let node =
+        SimNode::create(&client, &scratch, &[], "enableIPv4: true\nenableIPv6: true").await?;
     let plain = namespace(&client, "bad-input-cni", false).await?;
     let mut failures = Vec::new();
     for case in &cases {
         let namespace = match case.template["namespace_annotations"].as_object() {
             Some(annotations) => {
                 let name = namespace(&client, "bad-input-ns", false).await?;
-                ipam_support::patch_namespace(&client, &name, json!({"annotations": annotations})).await?;
+                ipam_support::patch_namespace(&client, &name, json!({"annotations": annotations}))
+                    .await?;
                 name
             }
             None => plain.clone(),
@@ -525,9 +647,21 @@ async fn every_bad_cni_call_fails_naming_the_field_and_allocates_nothing() -> an
             .flatten()
             .map(|(key, value)| (key.clone(), value.as_str().unwrap_or_default().to_string()))
             .collect();
-        let annotations: Vec<(&str, &str)> = annotations.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+        let annotations: Vec<(&str, &str)> = annotations
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
         let pod_name = unique_name("bad");
-        let pod = match create_pod(&client, &namespace, &pod_name, &node.name, &annotations, &[]).await {
+        let pod = match create_pod(
+            &client,
+            &namespace,
+            &pod_name,
+            &node.name,
+            &annotations,
+            &[],
+        )
+        .await
+        {
             Ok(pod) => PodRef::of(&pod),
             Err(error) => {
                 failures.push(format!("{}: cannot create the pod: {error:#}", case.id));
@@ -548,7 +682,10 @@ async fn every_bad_cni_call_fails_naming_the_field_and_allocates_nothing() -> an
             .collect();
         let output = plugin(&pod, &env, &stdin).await?;
         if output.success {
-            failures.push(format!("{}: the plugin succeeded: {}", case.id, output.stdout));
+            failures.push(format!(
+                "{}: the plugin succeeded: {}",
+                case.id, output.stdout
+            ));
         } else {
             match serde_json::from_str::<Value>(&output.stdout) {
                 Ok(error) => {
@@ -559,7 +696,10 @@ async fn every_bad_cni_call_fails_naming_the_field_and_allocates_nothing() -> an
                     );
                     let code = error["code"].as_u64();
                     if code.is_none() {
-                        failures.push(format!("{}: an error without a code: {}", case.id, output.stdout));
+                        failures.push(format!(
+                            "{}: an error without a code: {}",
+                            case.id, output.stdout
+                        ));
                     } else if let Err(problem) = judge_cni(case, code, &message) {
                         failures.push(format!("{}: {problem}", case.id));
                     }
@@ -578,7 +718,9 @@ async fn every_bad_cni_call_fails_naming_the_field_and_allocates_nothing() -> an
         }
         delete_pod_now(&client, &namespace, &pod.name).await?;
         if namespace != plain {
-            let _ = Api::<Namespace>::all(client.clone()).delete(&namespace, &DeleteParams::default()).await;
+            let _ = Api::<Namespace>::all(client.clone())
+                .delete(&namespace, &DeleteParams::default())
+                .await;
         }
     }
     node.delete(&client).await?;

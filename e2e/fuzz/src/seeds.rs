@@ -20,9 +20,10 @@ const SAMPLES: [&str; 7] = [
     include_str!("../../../config/samples/deployment-autopool.yaml"),
 ];
 
-const ANNOTATION_TESTS: [&str; 4] = [
+const ANNOTATION_TESTS: [&str; 5] = [
     include_str!("../../../src/ipam/src/annotations.rs"),
-    include_str!("../../../src/ipam/src/selection.rs"),
+    include_str!("../../../src/ipam/src/selection/mod.rs"),
+    include_str!("../../../src/ipam/src/selection/filter.rs"),
     include_str!("../../../src/ipam/src/multus.rs"),
     include_str!("../../../src/controller-manager/src/webhook/annotations.rs"),
 ];
@@ -35,7 +36,8 @@ const RANGE_TESTS: [&str; 4] = [
 ];
 
 const LEDGER_TESTS: &str = include_str!("../../../src/ipam/src/ledger.rs");
-const RENDER_TESTS: &str = include_str!("../../../src/controller-manager/src/multusconfig/render_tests.rs");
+const RENDER_TESTS: &str =
+    include_str!("../../../src/controller-manager/src/multusconfig/render_tests.rs");
 const CNI_TESTS: [&str; 3] = [
     include_str!("../../../src/cni/src/coordinator/config.rs"),
     include_str!("../../../src/cni/src/ifacer.rs"),
@@ -172,8 +174,17 @@ fn annotation_values() -> Vec<String> {
         .filter(|literal| literal.starts_with('{') || literal.starts_with('['))
         .collect();
     values.extend(
-        ["+1", "2", "-1", "true", "false", "0", "ens192@net1", "kube-system/macvlan@net1"]
-            .map(String::from),
+        [
+            "+1",
+            "2",
+            "-1",
+            "true",
+            "false",
+            "0",
+            "ens192@net1",
+            "kube-system/macvlan@net1",
+        ]
+        .map(String::from),
     );
     values.sort();
     values.dedup();
@@ -325,7 +336,11 @@ fn selection_seeds() -> Vec<Vec<u8>> {
     let pools = serde_json::to_value([v4, v6]).unwrap_or_default();
     let mut seeds = Vec::new();
     for value in annotation_values() {
-        for key in ["ipam.spidernet.io/ippool", "ipam.spidernet.io/ippools", "ipam.spidernet.io/subnets"] {
+        for key in [
+            "ipam.spidernet.io/ippool",
+            "ipam.spidernet.io/ippools",
+            "ipam.spidernet.io/subnets",
+        ] {
             let input = json!({
                 "pod": {"namespace": "default", "name": "web-0", "uid": "u", "nodeName": "node-1",
                         "annotations": {key: value}, "topController": {"group": "apps", "version": "v1",
@@ -346,8 +361,12 @@ fn webhook_seeds() -> Vec<Vec<u8>> {
     let mut objects = sample_objects();
     objects.extend(golden_multus_configs());
     for value in annotation_values().into_iter().take(40) {
-        objects.push(pod_with_annotations(json!({"ipam.spidernet.io/ippool": value})));
-        objects.push(pod_with_annotations(json!({"ipam.spidernet.io/ippools": value})));
+        objects.push(pod_with_annotations(
+            json!({"ipam.spidernet.io/ippool": value}),
+        ));
+        objects.push(pod_with_annotations(
+            json!({"ipam.spidernet.io/ippools": value}),
+        ));
     }
     objects.push(json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "ns", "annotations": {"ipam.spidernet.io/default-ipv4-ippool": "[\"existing-v4\"]"}}}));

@@ -7,7 +7,9 @@ use std::path::Path;
 use spiderpool_fuzz::{Target, seeds};
 
 fn regressions(target: Target) -> Vec<(String, Vec<u8>)> {
-    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions").join(target.name());
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("regressions")
+        .join(target.name());
     let Ok(entries) = std::fs::read_dir(&directory) else {
         return Vec::new();
     };

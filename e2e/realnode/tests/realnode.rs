@@ -315,6 +315,31 @@ fn two_nic_annotations(ipam_key: &str, ipam_value: Value) -> Value {
     })
 }
 
+/// Waits until a pod is Ready.
+fn wait_ready(namespace: &str, pod: &str) -> anyhow::Result<()> {
+    kubectl(&[
+        "-n",
+        namespace,
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{pod}"),
+        "--timeout=180s",
+    ])?;
+    Ok(())
+}
+
+/// Deletes a scenario's namespace and waits until it is gone (its pods' CNI DEL included).
+fn delete_namespace(namespace: &str) -> anyhow::Result<()> {
+    kubectl(&[
+        "delete",
+        "namespace",
+        namespace,
+        "--wait=true",
+        "--timeout=180s",
+    ])?;
+    Ok(())
+}
+
 /// A namespace for one scenario, labelled so that the uninstall can find what is left.
 fn namespace(name: &str) -> anyhow::Result<String> {
     let name = unique_name(name);
@@ -609,7 +634,7 @@ async fn seed_002(suite: &Suite) -> anyhow::Result<()> {
         },
     )
     .await?;
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     Ok(())
 }
 
@@ -649,7 +674,7 @@ async fn ten_replicas(suite: &Suite) -> anyhow::Result<()> {
         seen.len() == 20,
         "expected 20 distinct addresses, got {seen:?}"
     );
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=180s"])?;
+    delete_namespace(&ns)?;
     wait_for("the ten-replica auto pools reclaimed", TIMEOUT, || async {
         Ok(auto_pools(&suite.client, &ns, "ten")
             .await?
@@ -687,14 +712,7 @@ async fn seed_000(suite: &Suite) -> anyhow::Result<()> {
         ]),
     );
     apply(&bare_pod(&ns, "seed000", annotations).to_string())?;
-    kubectl(&[
-        "-n",
-        &ns,
-        "wait",
-        "--for=condition=Ready",
-        "pod/seed000",
-        "--timeout=180s",
-    ])?;
+    wait_ready(&ns, "seed000")?;
     let eth0 = pod_address(&ns, "seed000", "eth0")?;
     let net1 = pod_address(&ns, "seed000", "net1")?;
     ensure!(
@@ -715,7 +733,7 @@ async fn seed_000(suite: &Suite) -> anyhow::Result<()> {
         );
     }
     println!("REALNODE seed000 SpiderEndpoint status: {text}");
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     wait_for("both pools empty again", TIMEOUT, || async {
         let pools: Api<SpiderIPPool> = Api::all(suite.client.clone());
         let a = pools.get("rn-pool-eth0").await?;
@@ -758,14 +776,7 @@ async fn statefulset(suite: &Suite) -> anyhow::Result<()> {
             },
         },
     }).to_string())?;
-    kubectl(&[
-        "-n",
-        &ns,
-        "wait",
-        "--for=condition=Ready",
-        "pod/db-0",
-        "--timeout=180s",
-    ])?;
+    wait_ready(&ns, "db-0")?;
     let before = pod_address(&ns, "db-0", "eth0")?;
     let old_uid = kubectl(&[
         "-n",
@@ -808,7 +819,7 @@ async fn statefulset(suite: &Suite) -> anyhow::Result<()> {
         before == after,
         "the re-created StatefulSet pod got {after}, it had {before}"
     );
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     wait_for("rn-pool-sts empty", TIMEOUT, || async {
         let pools: Api<SpiderIPPool> = Api::all(suite.client.clone());
         Ok((allocated(&pools.get("rn-pool-sts").await?) == 0).then_some(()))
@@ -881,7 +892,7 @@ async fn invalid_annotation(suite: &Suite) -> anyhow::Result<()> {
             pool.name_any()
         );
     }
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     Ok(())
 }
 
@@ -1053,7 +1064,7 @@ async fn token_renewal(suite: &Suite) -> anyhow::Result<()> {
     networks(suite).await?;
     let ns = namespace("token")?;
     pod_gets_an_address(&ns, "after-renewal").await?;
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     Ok(())
 }
 
@@ -1070,14 +1081,7 @@ async fn pod_gets_an_address(ns: &str, name: &str) -> anyhow::Result<String> {
         )
         .to_string(),
     )?;
-    kubectl(&[
-        "-n",
-        ns,
-        "wait",
-        "--for=condition=Ready",
-        &format!("pod/{name}"),
-        "--timeout=180s",
-    ])?;
+    wait_ready(ns, name)?;
     pod_address(ns, name, "eth0")
 }
 
@@ -1144,7 +1148,7 @@ async fn installer_restart(suite: &Suite) -> anyhow::Result<()> {
         inodes()? == before,
         "unchanged plugins were rewritten by the new installer"
     );
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     Ok(())
 }
 
@@ -1217,7 +1221,7 @@ async fn controller_killed(suite: &Suite) -> anyhow::Result<()> {
         .to_string(),
     )?;
     wait_replicas(&suite.client, &ns, "after-failover", 1).await?;
-    kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    delete_namespace(&ns)?;
     Ok(())
 }
 

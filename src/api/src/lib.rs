@@ -5,11 +5,13 @@
 //! Types are wire-compatible with upstream Spiderpool: same JSON field names, same CRD names,
 //! columns, defaults and constraints. Every optional field is an `Option` that is left out when
 //! `None`, so a read-modify-write sends back exactly what it read. Addresses and CIDRs are plain
-//! strings here; parsing them is the job of the `spiderpool-ipam` crate. The `crdgen` binary
+//! strings here; parsing them is the job of the `spiderpool-ipam` crate. [`defaults`] fills what
+//! the CRD schema and the mutating webhook default in a SpiderMultusConfig. The `crdgen` binary
 //! (feature `crdgen`) writes the CRD YAML under `crds/` from these types.
 
 pub mod constants;
 pub mod coordinator;
+pub mod defaults;
 pub mod endpoint;
 pub mod ippool;
 pub mod multusconfig;

@@ -1,28 +1,32 @@
-//! The controller-manager's pure admission and rendering code as a library, for the fuzz targets
-//! in `e2e/fuzz`: the webhook's AdmissionReview entry point ([`webhook::server::review`]) with the
-//! per-kind rules it dispatches to, and the SpiderMultusConfig → NAD renderer
-//! ([`multusconfig::render`]). The binary (`main.rs`) declares the same files as its own modules;
-//! the library is built for other crates only (`test = false` in Cargo.toml), so the unit tests
-//! in these files run once, with the binary's.
+//! spiderpool-controller-manager: one binary hosting every controller, the admission webhooks,
+//! the IP garbage collector and the metrics endpoint; `main` parses the flags and calls [`run`].
+//!
+//! Layers, bottom up (a module uses only the layers below it; `tests/no_module_cycles.rs` checks
+//! that no modules use each other in a circle):
+//! - [`args`]: every flag.
+//! - [`runtime`]: the framework — admin server and readiness, leader election, per-object
+//!   backoff, controller metrics, the reconcile frame, reflectors, the supervisor.
+//! - [`shared`]: state several domain modules share — the IPAM caches, the cluster settings, the
+//!   subnet locks, the IPAM metrics, workload existence.
+//! - The domain modules, one per resource or job, which never use each other: [`ippool`] (the
+//!   IPPool controller), [`subnet`] (the Subnet controller), [`autopool`] (the auto-pool
+//!   controller: per-workload pools from SpiderSubnets), [`gc`] (IP garbage collection),
+//!   [`multusconfig`] (SpiderMultusConfig → NetworkAttachmentDefinition) and [`webhook`] (the
+//!   admission webhooks).
+//! - [`compose`]: the composition root that builds and wires all of the above.
+//!
+//! The allocation logic itself is in `spiderpool-ipam` (pure) and `spiderpool-store` (the
+//! compare-and-swap writes the CNI plugin shares); see `docs/architecture.md`.
 
-pub mod multusconfig {
-    //! See the binary's `multusconfig` module; the controller is left out (it needs the runtime).
-    pub mod defaults;
-    pub mod render;
-}
+pub mod args;
+pub mod autopool;
+pub mod compose;
+pub mod gc;
+pub mod ippool;
+pub mod multusconfig;
+pub mod runtime;
+pub mod shared;
+pub mod subnet;
+pub mod webhook;
 
-pub mod webhook {
-    //! See the binary's `webhook` module; certificates, the caBundle watch and registration are
-    //! left out (they need the process's arguments and the API server).
-    pub mod annotations;
-    pub mod common;
-    pub mod coordinator;
-    pub mod field;
-    pub mod handlers;
-    pub mod ippool;
-    pub mod metrics;
-    pub mod multusconfig;
-    pub mod reservedip;
-    pub mod server;
-    pub mod subnet;
-}
+pub use compose::run;

@@ -101,7 +101,8 @@ fn is_qualified_name_part(text: &str) -> bool {
     }
 }
 
-fn is_dns1123_label(text: &str) -> bool {
+/// `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$` (Kubernetes `IsDNS1123Label` without the length).
+pub(crate) fn is_dns1123_label(text: &str) -> bool {
     let bytes = text.as_bytes();
     let lower_alphanumeric = |byte: u8| byte.is_ascii_lowercase() || byte.is_ascii_digit();
     match (bytes.first(), bytes.last()) {

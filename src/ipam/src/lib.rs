@@ -15,10 +15,12 @@
 //! - [`routes`], [`result`]: routes and the per-NIC result the CNI result and SpiderEndpoint are built
 //!   from.
 //! - [`config`], [`settings`]: the IPAM section of the CNI network config and the cluster settings.
-//! - [`autopool`], [`gc`]: the decisions of the SpiderSubnet application controller (pool names,
-//!   sizes, pre-allocation) and of the IP garbage collector (keep or release a record).
-//! - `store` (feature `kube`): the allocation and release paths against the API server, with
-//!   compare-and-swap on the pool ledger and the SpiderEndpoint writes.
+//! - [`autopool`], [`gc`]: the decisions of the auto-pool controller (pool names, sizes,
+//!   pre-allocation) and of the IP garbage collector (keep or release a record).
+//!
+//! No feature adds I/O: the API-server side (compare-and-swap, combining, locks, endpoint and
+//! auto-pool writes) is the `spiderpool-store` crate, which the CNI plugin and the
+//! controller-manager share.
 
 pub mod annotations;
 pub mod autopool;
@@ -39,8 +41,6 @@ pub mod result;
 pub mod routes;
 pub mod selection;
 pub mod settings;
-#[cfg(feature = "kube")]
-pub mod store;
 
 pub use cidr::Cidr;
 pub use config::IpamConfig;

@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::cidr::Cidr;
 use crate::gojson::{self, GoObject};
+use crate::labels::is_dns1123_label;
 
 /// Pod annotation naming the first NIC's NAD.
 pub const ANNO_MULTUS_DEFAULT_NETWORK: &str = "v1.multus-cni.io/default-network";
@@ -188,22 +189,6 @@ fn parse_json_elements(value: &str) -> Result<Vec<NetworkSelection>, MultusError
         });
     }
     Ok(networks)
-}
-
-/// `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
-fn is_dns1123_label(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let lower_alphanumeric = |byte: u8| byte.is_ascii_lowercase() || byte.is_ascii_digit();
-    match (bytes.first(), bytes.last()) {
-        (Some(&first), Some(&last)) => {
-            lower_alphanumeric(first)
-                && lower_alphanumeric(last)
-                && bytes
-                    .iter()
-                    .all(|&byte| lower_alphanumeric(byte) || byte == b'-')
-        }
-        _ => false,
-    }
 }
 
 /// `ParsePodNetworkObjectName`: `[namespace/]name[@interface]` -> (namespace, name, interface).

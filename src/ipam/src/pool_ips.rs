@@ -204,6 +204,36 @@ impl PoolIps {
     }
 }
 
+/// `AssembleTotalIPs`: the effective addresses of `ips` minus `exclude` inside `subnet`, with
+/// every check of [`PoolIps::new`] (the webhooks judge specs with this).
+pub fn total_ips<S: AsRef<str>, E: AsRef<str>>(
+    subnet: &str,
+    ips: &[S],
+    exclude: &[E],
+) -> Result<IpSet, PoolIpsError> {
+    PoolIps::new(subnet, ips, exclude).map(|pool_ips| pool_ips.to_set())
+}
+
+/// The addresses a stored pool or subnet counts (controllers, metrics, auto pools):
+/// [`total_ips`], or, for an object the checks refuse (written without the webhook), its items
+/// united instead of refused and cut to the subnet. `None` when the subnet or an item does not
+/// parse.
+pub fn counted_ips<S: AsRef<str>, E: AsRef<str>>(
+    subnet: &str,
+    ips: &[S],
+    exclude: &[E],
+) -> Option<IpSet> {
+    if let Ok(total) = total_ips(subnet, ips, exclude) {
+        return Some(total);
+    }
+    let cidr = Cidr::parse_any(subnet).ok()?;
+    let version = cidr.version();
+    let included = IpSet::from_ranges(version, ips).ok()?;
+    let excluded = IpSet::from_ranges(version, exclude).ok()?;
+    let inside = IpSet::from_ip_ranges(version, &[cidr.as_range()]);
+    Some(included.subtract(&excluded).intersect(&inside))
+}
+
 fn parse_item(subnet: &Cidr, item: &str) -> Result<(u128, u128), PoolIpsError> {
     let parts: Vec<&str> = item.split('-').collect();
     match parts.as_slice() {
@@ -283,6 +313,18 @@ fn remove_range(base: Vec<RawRange>, exclude_start: u128, exclude_end: u128) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counted_ips_unite_overlapping_items_instead_of_refusing_them() {
+        let items = ["10.0.0.1-10.0.0.5", "10.0.0.3-10.0.0.8"];
+        assert!(total_ips("10.0.0.0/24", &items, &["10.0.0.2"]).is_err());
+        let set = counted_ips("10.0.0.0/24", &items, &["10.0.0.2"]).unwrap();
+        assert_eq!(
+            set.to_range_strings(),
+            vec!["10.0.0.1", "10.0.0.3-10.0.0.8"]
+        );
+        assert!(counted_ips("10.0.0.0/24", &["garbage"], &[] as &[&str]).is_none());
+    }
 
     fn strings(ranges: &[RawRange], version: IpVersion) -> Vec<String> {
         ranges

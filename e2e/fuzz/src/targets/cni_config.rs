@@ -47,7 +47,11 @@ impl StandIn {
                 let ipam = network.ipam.unwrap_or_default();
                 ipam.log_level()
                     .map_err(|error| CniError::invalid_config(error.to_string()))?;
-                let _ = (ipam.kubeconfig_path(), ipam.settings_path(), ipam.log_file_path());
+                let _ = (
+                    ipam.kubeconfig_path(),
+                    ipam.settings_path(),
+                    ipam.log_file_path(),
+                );
                 let _ = (ipam.log_file_max_size(), ipam.log_file_max_age());
                 let _ = (ipam.log_file_max_count(), ipam.ipam_unix_socket_path());
                 context.env.args.check_known(K8S_ARG_KEYS)?;

@@ -7,10 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use spiderpool_cni::protocol::{CniArgs, Command, Environment, K8S_ARG_KEYS, validate_interface_name};
+use spiderpool_cni::protocol::{
+    CniArgs, Command, Environment, K8S_ARG_KEYS, validate_interface_name,
+};
 
-use crate::text;
 use crate::targets::annotations::lines_to_map;
+use crate::text;
 
 pub fn run(data: &[u8]) {
     let text = text(data);
@@ -22,7 +24,10 @@ pub fn run(data: &[u8]) {
     let Ok(environment) = Environment::from_lookup(lookup) else {
         return;
     };
-    if matches!(environment.command, Command::Add | Command::Check | Command::Del) {
+    if matches!(
+        environment.command,
+        Command::Add | Command::Check | Command::Del
+    ) {
         assert!(
             validate_interface_name(&environment.ifname).is_ok(),
             "accepted CNI_IFNAME {:?}",
@@ -31,7 +36,10 @@ pub fn run(data: &[u8]) {
         assert!(!environment.container_id.is_empty());
     }
     if matches!(environment.command, Command::Add | Command::Check) {
-        assert!(environment.netns.is_some(), "ADD without CNI_NETNS was accepted");
+        assert!(
+            environment.netns.is_some(),
+            "ADD without CNI_NETNS was accepted"
+        );
     }
     let _ = environment.args.check_known(K8S_ARG_KEYS);
     let _ = environment.args.k8s();
@@ -45,5 +53,9 @@ fn check_args(text: &str) {
     for (key, _) in args.pairs() {
         assert!(args.get(key).is_some());
     }
-    let _ = (args.ignore_unknown(), args.check_known(K8S_ARG_KEYS), args.k8s());
+    let _ = (
+        args.ignore_unknown(),
+        args.check_known(K8S_ARG_KEYS),
+        args.k8s(),
+    );
 }

@@ -41,10 +41,17 @@ fn allocated_ips(text: &str) {
     };
     if let Some(encoded) = records.encode() {
         let again = PoolIpAllocations::parse("pool", Some(&encoded));
-        assert_eq!(again.as_ref(), Ok(&records), "{encoded:?} does not decode to what it encodes");
+        assert_eq!(
+            again.as_ref(),
+            Ok(&records),
+            "{encoded:?} does not decode to what it encodes"
+        );
     }
     let status = records.status();
-    assert_eq!(usize::try_from(status.allocated_ip_count).ok(), Some(records.len()));
+    assert_eq!(
+        usize::try_from(status.allocated_ip_count).ok(),
+        Some(records.len())
+    );
     let owner = PoolIpAllocation::new("default/fuzz", "uid-fuzz");
     for pool in pools() {
         let Some(version) = pool.ip_version else {
@@ -67,7 +74,11 @@ fn allocated_ips(text: &str) {
         .collect();
     if let Some((next, _)) = ledger::release(&records, &releases) {
         for release in &releases {
-            assert!(next.get(&release.ip).is_none(), "{} was not released", release.ip);
+            assert!(
+                next.get(&release.ip).is_none(),
+                "{} was not released",
+                release.ip
+            );
         }
         assert_eq!(next.len() + releases.len(), records.len());
     }
@@ -93,7 +104,10 @@ fn check_allocation(
             assert_eq!(held.map(|record| &record.pod_uid), Some(&owner.pod_uid));
         }
         Some(ref status) => {
-            assert!(records.get(&address).is_none(), "{address} handed out twice");
+            assert!(
+                records.get(&address).is_none(),
+                "{address} handed out twice"
+            );
             assert!(!reserved.contains(&allocation.ip), "{address} is reserved");
             let version = IpVersion::of(&allocation.ip);
             let in_pool = pool
@@ -106,8 +120,15 @@ fn check_allocation(
                 .iter()
                 .filter_map(|item| IpRange::parse_unordered(version, item).ok())
                 .any(|range| range.contains(&allocation.ip));
-            assert!(in_pool && !excluded, "{address} is not free in {}", pool.name);
-            assert_eq!(status.allocated_ip_count, i64::try_from(records.len() + 1).unwrap_or(i64::MAX));
+            assert!(
+                in_pool && !excluded,
+                "{address} is not free in {}",
+                pool.name
+            );
+            assert_eq!(
+                status.allocated_ip_count,
+                i64::try_from(records.len() + 1).unwrap_or(i64::MAX)
+            );
             if records.find_by_uid(&owner.pod_uid).is_some() {
                 // A record of the owner in the other family: not this pool's business.
                 return;
@@ -128,13 +149,20 @@ fn controlled_ip_pools(text: &str) {
     };
     if let Some(encoded) = pools.encode() {
         let again = ControlledIpPools::parse("subnet", Some(&encoded));
-        assert_eq!(again.as_ref(), Ok(&pools), "{encoded:?} does not decode to what it encodes");
+        assert_eq!(
+            again.as_ref(),
+            Ok(&pools),
+            "{encoded:?} does not decode to what it encodes"
+        );
     }
     for version in [IpVersion::V4, IpVersion::V6] {
         let union = pools.union(version);
         let count = pools.allocated_ip_count(version);
         if let (Ok(union), Ok(count)) = (union, count) {
-            assert!(union.count_i64() <= count, "the union is larger than the sum of its parts");
+            assert!(
+                union.count_i64() <= count,
+                "the union is larger than the sum of its parts"
+            );
         }
     }
 }

@@ -33,7 +33,9 @@ pub fn run(data: &[u8]) {
                         );
                     }
                 }
-                Err(error) => panic!("the webhook admitted a SpiderMultusConfig the controller cannot render: {error}"),
+                Err(error) => panic!(
+                    "the webhook admitted a SpiderMultusConfig the controller cannot render: {error}"
+                ),
             }
         }
     }

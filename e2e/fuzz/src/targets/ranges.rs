@@ -44,7 +44,10 @@ pub fn run(data: &[u8]) {
 fn single_range(text: &str) {
     for version in VERSIONS {
         if let Ok(range) = IpRange::parse(version, text) {
-            assert!(range.start() <= range.end(), "parsed a reversed range {text:?}");
+            assert!(
+                range.start() <= range.end(),
+                "parsed a reversed range {text:?}"
+            );
             assert!(range.contains(&range.first_ip()) && range.contains(&range.last_ip()));
             let _ = (range.len(), range.is_empty(), range.overlaps(&range));
         }
@@ -66,7 +69,11 @@ fn single_cidr(text: &str) {
             "the canonical form {canonical:?} of {text:?} does not parse back to the same range: {again:?}"
         );
         let _ = parsed.address_with_prefix(&parsed.address());
-        let _ = (parsed.prefix_len(), parsed.last_value(), parsed.network_value());
+        let _ = (
+            parsed.prefix_len(),
+            parsed.last_value(),
+            parsed.network_value(),
+        );
     }
     let _ = cidr::check_canonical(text);
     for version in VERSIONS {
@@ -80,7 +87,11 @@ fn merge(lines: &[&str]) {
         let _ = range::parse_ip_ranges(version, lines);
         if let Ok(merged) = range::merge_ip_ranges(version, lines) {
             let again = range::merge_ip_ranges(version, &merged);
-            assert_eq!(again.as_ref(), Ok(&merged), "merging {lines:?} is not idempotent");
+            assert_eq!(
+                again.as_ref(),
+                Ok(&merged),
+                "merging {lines:?} is not idempotent"
+            );
         }
     }
 }
@@ -106,7 +117,10 @@ fn set_algebra(lines: &[&str]) {
         let intersection = a.intersect(&b);
         assert!(a.is_subset_of(&union) && b.is_subset_of(&union));
         assert!(difference.is_subset_of(&a) && intersection.is_subset_of(&a));
-        assert!(difference.intersect(&b).is_empty(), "{left:?} minus {right:?} keeps an address of {right:?}");
+        assert!(
+            difference.intersect(&b).is_empty(),
+            "{left:?} minus {right:?} keeps an address of {right:?}"
+        );
         assert_eq!(
             difference.count().checked_add(intersection.count()),
             Some(a.count()),
@@ -126,7 +140,10 @@ fn addresses(lines: &[&str]) {
     let used: Vec<IpAddr> = used.iter().filter_map(|text| parse_any_ip(text)).collect();
     let found = range::find_available_ips(ranges, &used, 8);
     assert!(found.len() <= 8);
-    assert!(found.iter().all(|address| !used.contains(address)), "{found:?} reuses one of {used:?}");
+    assert!(
+        found.iter().all(|address| !used.contains(address)),
+        "{found:?} reuses one of {used:?}"
+    );
     for version in VERSIONS {
         let _ = range::ips_to_ranges(version, &used);
         let set = IpSet::from_ips(version, &used);
@@ -142,8 +159,14 @@ fn pool_ips(lines: &[&str]) {
     for reversed in [ReversedRanges::Swap, ReversedRanges::Reject] {
         if let Ok(pool) = PoolIps::new_with(subnet, ips, excludes, reversed) {
             let set = pool.to_set();
-            assert!(set.count() <= pool.total(), "the set of {ips:?} is larger than its pieces");
-            let _ = (pool.total_ip_count(), pool.overlapping_raw_ranges(pool.ranges()));
+            assert!(
+                set.count() <= pool.total(),
+                "the set of {ips:?} is larger than its pieces"
+            );
+            let _ = (
+                pool.total_ip_count(),
+                pool.overlapping_raw_ranges(pool.ranges()),
+            );
             let _ = (pool.subnet(), pool.version());
         }
     }

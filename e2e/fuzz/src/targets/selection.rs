@@ -57,7 +57,11 @@ pub fn run(data: &[u8]) {
         top_controller: input.pod.top_controller,
     };
     let settings = input.settings.unwrap_or_default();
-    let nic = if input.nic.is_empty() { "eth0".to_string() } else { input.nic };
+    let nic = if input.nic.is_empty() {
+        "eth0".to_string()
+    } else {
+        input.nic
+    };
     let master: Result<_, String> = Err("no netns in the fuzz target".into());
     let context = SelectionContext {
         pod: &pod,
@@ -90,7 +94,10 @@ pub fn run(data: &[u8]) {
             for replicas in [0, 1, i64::MAX] {
                 let _ = request.desired_ip_number(replicas);
             }
-            let _ = request.candidates(request.ipv4_subnet.as_deref(), request.ipv6_subnet.as_deref());
+            let _ = request.candidates(
+                request.ipv4_subnet.as_deref(),
+                request.ipv6_subnet.as_deref(),
+            );
         }
         Err(error) => {
             let _ = (error.to_string(), error.metric_label());

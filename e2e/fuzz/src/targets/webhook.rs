@@ -16,9 +16,11 @@ use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use kube::runtime::reflector;
 use serde_json::{Value, json};
-use spiderpool_controller_manager::webhook::handlers::{SettingsSource, WebhookState};
+use spiderpool_controller_manager::shared::settings::SettingsSource;
+use spiderpool_controller_manager::webhook::handlers::WebhookState;
+use spiderpool_controller_manager::webhook::hooks::Hook;
 use spiderpool_controller_manager::webhook::metrics::WebhookMetrics;
-use spiderpool_controller_manager::webhook::server::{Hook, review};
+use spiderpool_controller_manager::webhook::server::review;
 use tokio::runtime::Runtime;
 
 use crate::select;
@@ -49,9 +51,7 @@ fn respond(status: StatusCode, body: Value) -> Response<Body> {
 
 /// The stand-in API server: LIST of pools or subnets, 404 for anything else.
 fn answer(method: &Method, path: &str) -> Response<Body> {
-    let list = |item: Value| {
-        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": [item]})
-    };
+    let list = |item: Value| json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": [item]});
     if method == Method::GET && path.ends_with("/spiderippools") {
         return respond(StatusCode::OK, list(existing_pool()));
     }
@@ -90,11 +90,11 @@ fn server() -> Option<&'static Server> {
             let mut registry = prometheus_client::registry::Registry::default();
             let state = Arc::new(WebhookState {
                 client,
-                settings: SettingsSource {
-                    store: reflector::store().0,
-                    namespace: "kube-system".into(),
-                    name: "spiderpool-conf".into(),
-                },
+                settings: SettingsSource::of(
+                    reflector::store().0,
+                    "kube-system",
+                    "spiderpool-conf",
+                ),
                 pools: reflector::store().0,
                 subnets: reflector::store().0,
                 metrics: WebhookMetrics::register(&mut registry),
@@ -126,10 +126,16 @@ pub fn run(data: &[u8]) {
         Err(error) => panic!("{hook:?} answered something that is not JSON ({error})"),
     };
     let response = &answer["response"];
-    assert!(response["allowed"].is_boolean(), "{hook:?} answered without a decision: {answer}");
+    assert!(
+        response["allowed"].is_boolean(),
+        "{hook:?} answered without a decision: {answer}"
+    );
     if response["allowed"] == json!(false) {
         let message = response["status"]["message"].as_str().unwrap_or_default();
-        assert!(!message.is_empty(), "{hook:?} denied without saying why: {answer}");
+        assert!(
+            !message.is_empty(),
+            "{hook:?} denied without saying why: {answer}"
+        );
     }
     let request_uid = serde_json::from_slice::<Value>(body)
         .ok()

@@ -12,7 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use spiderpool_api::SpiderCoordinator;
-use spiderpool_ipam::store::Store;
+use spiderpool_store::Store;
 
 use super::config::{
     DEFAULT_ROUTE_NIC_ANNOTATION, Fallback, FallbackSource, fallback_from_coordinator,

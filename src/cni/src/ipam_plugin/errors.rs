@@ -7,7 +7,7 @@
 
 use spiderpool_ipam::ledger::AllocateError;
 use spiderpool_ipam::selection::SelectionError;
-use spiderpool_ipam::store::StoreError;
+use spiderpool_store::StoreError;
 
 use crate::protocol::{CniError, ErrorCode};
 

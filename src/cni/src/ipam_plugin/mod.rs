@@ -1,5 +1,5 @@
 //! The `spiderpool` IPAM plugin: allocates and releases pod addresses straight against the API
-//! server (no node agent), with the allocation store of `spiderpool-ipam` (feature `kube`).
+//! server (no node agent), with the allocation store of `spiderpool-store`.
 //!
 //! Inputs: `CNI_ARGS` (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`, `K8S_POD_UID`,
 //! `K8S_POD_INFRA_CONTAINER_ID`), the `ipam` section of the network configuration
@@ -30,7 +30,7 @@ use serde::Deserialize;
 use spiderpool_ipam::config::{IpamConfig, check_cni_version};
 use spiderpool_ipam::result::cni_result_for;
 use spiderpool_ipam::settings::ClusterSettings;
-use spiderpool_ipam::store::{
+use spiderpool_store::{
     AddOutcome, AddRequest, Backoff, DelOutcome, DelRequest, LockDir, Store, StoreError,
     StoreOptions,
 };

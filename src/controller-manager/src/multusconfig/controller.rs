@@ -12,20 +12,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use spiderpool_api::{NetworkAttachmentDefinition, SpiderMultusConfig};
 
 use super::render::{self, RenderError};
-use crate::admin::Readiness;
-use crate::backoff::ErrorBackoff;
-use crate::metrics::ControllerMetrics;
+use crate::runtime::admin::Readiness;
+use crate::runtime::backoff::ErrorBackoff;
+use crate::runtime::metrics::ControllerMetrics;
+use crate::runtime::reconcile::{Events, Frame};
 
 pub const CONTROLLER_NAME: &str = "multusconfig";
 /// Field manager of everything this controller applies.
@@ -67,35 +67,20 @@ impl Error {
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
-    pub metrics: ControllerMetrics,
-    pub backoff: ErrorBackoff,
+    pub events: Events,
+    pub frame: Frame,
 }
 
 impl Context {
     pub fn new(client: Client, metrics: ControllerMetrics) -> Self {
-        let reporter = Reporter {
-            controller: "spiderpool-controller-manager".into(),
-            instance: std::env::var("HOSTNAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::new(&client, "Reconcile"),
             client,
-            metrics,
-            backoff: ErrorBackoff::new(Duration::from_millis(200), Duration::from_secs(300)),
-        }
-    }
-
-    async fn event(&self, smc: &SpiderMultusConfig, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &smc.object_ref(&())).await {
-            tracing::warn!(%error, smc = %smc.name_any(), "publishing an event failed");
+            frame: Frame::new(
+                CONTROLLER_NAME,
+                metrics,
+                ErrorBackoff::new(Duration::from_millis(200), Duration::from_secs(300)),
+            ),
         }
     }
 }
@@ -106,18 +91,11 @@ pub async fn run(context: Arc<Context>, readiness: Readiness) {
     let nads: Api<NetworkAttachmentDefinition> = Api::all(context.client.clone());
     let controller = Controller::new(smcs, watcher::Config::default().any_semantic())
         .owns(nads, watcher::Config::default().any_semantic());
-    tokio::spawn(crate::admin::mark_ready_when_synced(
-        controller.store(),
-        readiness,
-        READINESS,
-    ));
-    controller
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "multusconfig reconcile outcome");
-            }
-        })
+    let store = controller.store();
+    let outcomes = controller.run(reconcile, error_policy, context.clone());
+    context
+        .frame
+        .run(store, readiness, READINESS, outcomes)
         .await;
 }
 
@@ -126,22 +104,16 @@ fn key(smc: &SpiderMultusConfig) -> String {
 }
 
 async fn reconcile(smc: Arc<SpiderMultusConfig>, context: Arc<Context>) -> Result<Action, Error> {
-    let timer = context.metrics.start(CONTROLLER_NAME);
-    let result = reconcile_inner(&smc, &context).await;
-    timer.finish();
-    if result.is_ok() {
-        context.backoff.reset(&key(&smc));
-    }
-    result
+    context
+        .frame
+        .timed(&key(&smc), reconcile_inner(&smc, &context))
+        .await
 }
 
 fn error_policy(smc: Arc<SpiderMultusConfig>, error: &Error, context: Arc<Context>) -> Action {
     context
-        .metrics
-        .failure(CONTROLLER_NAME, error.metric_label());
-    let delay = context.backoff.next_delay(&key(&smc));
-    tracing::warn!(smc = %key(&smc), %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+        .frame
+        .requeue(&key(&smc), error.metric_label(), error, false)
 }
 
 async fn reconcile_inner(smc: &SpiderMultusConfig, context: &Context) -> Result<Action, Error> {
@@ -155,9 +127,7 @@ async fn reconcile_inner(smc: &SpiderMultusConfig, context: &Context) -> Result<
         Ok(rendered) => rendered,
         Err(error) => {
             // Bad input is the user's to fix; retrying would not help. Report it and wait for an edit.
-            context
-                .metrics
-                .failure(CONTROLLER_NAME, error.metric_label());
+            context.frame.failure(error.metric_label());
             report_render_error(smc, context, &error).await;
             return Ok(Action::await_change());
         }
@@ -181,7 +151,8 @@ async fn reconcile_inner(smc: &SpiderMultusConfig, context: &Context) -> Result<
         }
         if let Some(other) = foreign_controller(existing, &uid) {
             context
-                .event(
+                .events
+                .publish(
                     smc,
                     EventType::Warning,
                     "NetworkAttachmentDefinitionConflict",
@@ -233,7 +204,8 @@ async fn reconcile_inner(smc: &SpiderMultusConfig, context: &Context) -> Result<
     match existing {
         None => {
             context
-                .event(
+                .events
+                .publish(
                     smc,
                     EventType::Normal,
                     "NetworkAttachmentDefinitionCreated",
@@ -243,7 +215,8 @@ async fn reconcile_inner(smc: &SpiderMultusConfig, context: &Context) -> Result<
         }
         Some(before) if before.resource_version() != applied.resource_version() => {
             context
-                .event(
+                .events
+                .publish(
                     smc,
                     EventType::Normal,
                     "NetworkAttachmentDefinitionUpdated",
@@ -269,7 +242,8 @@ fn foreign_controller<'a>(
 async fn report_render_error(smc: &SpiderMultusConfig, context: &Context, error: &RenderError) {
     tracing::warn!(smc = %key(smc), %error, "cannot render the net-attach-def");
     context
-        .event(
+        .events
+        .publish(
             smc,
             EventType::Warning,
             "InvalidSpec",

@@ -18,7 +18,7 @@ use spiderpool_api::{
 };
 use spiderpool_ipam::config::IpamConfig;
 
-use super::defaults;
+use spiderpool_api::defaults;
 
 /// Left out of the copied annotations: it describes the SMC, not the NAD (deliberate
 /// difference #6 — upstream copies it, which makes `kubectl apply` of the NAD misbehave).
@@ -81,10 +81,10 @@ pub fn nad_name(smc: &SpiderMultusConfig) -> String {
         .unwrap_or_else(|| smc.metadata.name.clone().unwrap_or_default())
 }
 
-/// Renders the NAD of an SMC. Defaults are applied first (see [`defaults::apply`]).
+/// Renders the NAD of an SMC. Defaults are applied first (see [`defaults::multus_config`]).
 pub fn render(smc: &SpiderMultusConfig) -> Result<RenderedNad, RenderError> {
     let mut spec = smc.spec.clone();
-    defaults::apply(&mut spec);
+    defaults::multus_config(&mut spec);
     let name = nad_name(smc);
     let source_annotations = smc.metadata.annotations.clone().unwrap_or_default();
     let mut annotations: BTreeMap<String, String> = source_annotations

@@ -28,7 +28,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::backoff::ErrorBackoff;
+use crate::runtime::backoff::ErrorBackoff;
 
 /// Field manager of the `caBundle` fields (not of the configurations themselves).
 pub const FIELD_MANAGER: &str = "spiderpool-controller-manager-cabundle";

@@ -7,13 +7,13 @@ use std::net::IpAddr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use spiderpool_api::constants::FINALIZER;
-use spiderpool_ipam::cidr::Cidr;
+use spiderpool_ipam::cidr::{Cidr, cidr_label_value};
 use spiderpool_ipam::ip::{IpVersion, parse_ip};
 use spiderpool_ipam::labels::{label_value_errors, qualified_name_errors};
 use spiderpool_ipam::range::{IpRange, merge_ip_ranges};
 use spiderpool_ipam::settings::ClusterSettings;
 
-use super::field::{BadValue, FieldError, go_quote, go_string_map, go_string_slice};
+use super::field::{BadValue, Denial, FieldError, go_quote, go_string_map, go_string_slice};
 
 pub const IP_VERSION_FIELD: &str = "spec.ipVersion";
 pub const SUBNET_FIELD: &str = "spec.subnet";
@@ -133,6 +133,149 @@ pub fn validate_gateway(
 /// The IP family of a subnet string (`IsIPv4CIDR` / `IsIPv6CIDR`).
 pub fn cidr_version(subnet: &str) -> Option<IpVersion> {
     Cidr::parse_any(subnet).ok().map(|cidr| cidr.version())
+}
+
+/// The defaulting both pools and subnets get (`mutateIPPool`, `mutateSubnet`): `spec.ipVersion`
+/// derived from `spec.subnet` when unset, and the `*-cidr` label value of the subnet. Errors stop
+/// the defaulting (what was done is kept).
+pub fn default_version_and_cidr_label(
+    ip_version: &mut Option<i64>,
+    subnet: &str,
+) -> Result<(IpVersion, String), String> {
+    let version = match ip_version.and_then(IpVersion::from_number) {
+        Some(version) => version,
+        None if ip_version.is_some() => {
+            return Err("unsupported 'spec.ipVersion', nothing to mutate".to_string());
+        }
+        None => {
+            let version = cidr_version(subnet).ok_or_else(|| {
+                format!(
+                    "failed to generate 'spec.ipVersion' from 'spec.subnet' {subnet}, nothing to mutate"
+                )
+            })?;
+            *ip_version = Some(i64::from(version.number()));
+            version
+        }
+    };
+    let label = cidr_label_value(version, subnet).map_err(|error| {
+        format!("failed to parse 'spec.subnet' {subnet} as a valid label value: {error}")
+    })?;
+    Ok((version, label))
+}
+
+/// The CIDR rule pools and subnets share (`validateIPPoolCIDR`, `validateSubnetCIDR`): walking
+/// the existing objects of the family in order, one with the same name is a duplicate, and one
+/// whose subnet overlaps `cidr` is refused naming it as `word` (`IPPool`, `Subnet`); with
+/// `identical_ok` an identical subnet string is fine (many pools share one subnet).
+pub struct CidrNeighbours<'a> {
+    pub kind: &'static str,
+    pub word: &'static str,
+    pub name: &'a str,
+    pub subnet: &'a str,
+    pub cidr: &'a Cidr,
+    pub identical_ok: bool,
+}
+
+impl CidrNeighbours<'_> {
+    pub fn check<'b>(
+        &self,
+        version: IpVersion,
+        others: impl IntoIterator<Item = (String, &'b str)>,
+    ) -> Result<(), Denial> {
+        let invalid = |error: FieldError| Denial::invalid_one(self.kind, self.name, error);
+        for (name, subnet) in others {
+            if name == self.name {
+                return Err(Denial::AlreadyExists {
+                    resource: self.kind,
+                    name,
+                });
+            }
+            if self.identical_ok && subnet == self.subnet {
+                continue;
+            }
+            let other = Cidr::parse(version, subnet).map_err(|error| {
+                invalid(FieldError::internal(
+                    SUBNET_FIELD,
+                    format!("failed to compare whether 'spec.subnet' overlaps: {error}"),
+                ))
+            })?;
+            if self.cidr.overlaps(&other) {
+                return Err(invalid(FieldError::invalid(
+                    SUBNET_FIELD,
+                    BadValue::str(self.subnet),
+                    format!(
+                        "overlap with {} {name} which 'spec.subnet' is {subnet}",
+                        self.word
+                    ),
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The part of a pool's or subnet's spec that never changes: its family and its CIDR.
+#[derive(Debug, Clone, Copy)]
+pub struct Family<'a> {
+    pub ip_version: Option<i64>,
+    pub subnet: &'a str,
+}
+
+/// The start of `validateIPPoolUpdate` / `validateSubnetUpdate` for an object of `kind`:
+/// `Ok(false)` when the object is terminating without our finalizer (nothing more is judged); a
+/// terminating one with it may not change (denied with `terminating`); `spec.ipVersion` and
+/// `spec.subnet` are not changeable.
+pub fn update_is_judged(
+    kind: &'static str,
+    new_metadata: &ObjectMeta,
+    old: Family<'_>,
+    new: Family<'_>,
+    terminating: &'static str,
+) -> Result<bool, Denial> {
+    if new_metadata.deletion_timestamp.is_some() {
+        if !has_finalizer(new_metadata) {
+            return Ok(false);
+        }
+        return Err(Denial::forbidden_plain(terminating));
+    }
+    let name = new_metadata.name.as_deref().unwrap_or_default();
+    let unchangeable = |field: &str| {
+        Denial::invalid_one(
+            kind,
+            name,
+            FieldError::forbidden(field, "is not changeable"),
+        )
+    };
+    if let (Some(new_version), Some(old_version)) = (new.ip_version, old.ip_version)
+        && new_version != old_version
+    {
+        return Err(unchangeable(IP_VERSION_FIELD));
+    }
+    if new.subnet != old.subnet {
+        return Err(unchangeable(SUBNET_FIELD));
+    }
+    Ok(true)
+}
+
+/// `validate*Delete` (only with `enableValidatingResourcesDeletedWebhook`): a pool or subnet with
+/// allocated addresses (`status.allocatedIPCount`) stays; `word` names the kind in the message.
+pub fn validate_delete_of_allocated(
+    settings: &ClusterSettings,
+    resource: &'static str,
+    name: String,
+    word: &str,
+    allocated: Option<i64>,
+) -> Result<(), Denial> {
+    match allocated {
+        Some(count) if count > 0 && settings.enable_validating_resources_deleted_webhook => {
+            Err(Denial::Forbidden {
+                resource: Some(resource),
+                name,
+                message: format!("cannot delete an {word} with allocated IPs({count})"),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Merges a list of ranges when it has more than one item (the mutating webhooks' rule).

@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
@@ -29,40 +28,10 @@ use spiderpool_ipam::settings::ClusterSettings;
 use super::annotations::{self, Known, Target};
 use super::common::controller_of;
 use super::field::Denial;
+use super::hooks::{Hook, Outcome, patch_between, typed};
 use super::metrics::WebhookMetrics;
-use super::server::{Hook, Outcome, patch_between, typed};
 use super::{coordinator, ippool, multusconfig, reservedip, subnet};
-
-/// Key of the settings document in the ConfigMap (upstream's `spiderpool-conf`).
-pub const SETTINGS_KEY: &str = "conf.yml";
-
-/// Where the cluster settings come from.
-#[derive(Clone)]
-pub struct SettingsSource {
-    pub store: Store<ConfigMap>,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl SettingsSource {
-    /// The current settings; defaults (the Helm chart's) when the ConfigMap is absent or broken.
-    pub fn current(&self) -> ClusterSettings {
-        let reference = ObjectRef::<ConfigMap>::new(&self.name).within(&self.namespace);
-        let Some(config_map) = self.store.get(&reference) else {
-            return ClusterSettings::default();
-        };
-        let text = config_map
-            .data
-            .as_ref()
-            .and_then(|data| data.get(SETTINGS_KEY))
-            .cloned()
-            .unwrap_or_default();
-        ClusterSettings::from_yaml(&text).unwrap_or_else(|error| {
-            tracing::warn!(configmap = %self.name, %error, "ignoring unreadable cluster settings");
-            ClusterSettings::default()
-        })
-    }
-}
+use crate::shared::settings::SettingsSource;
 
 pub struct WebhookState {
     pub client: Client,

@@ -17,21 +17,23 @@ use spiderpool_api::constants::{
 use spiderpool_api::{SpiderIPPool, SpiderSubnet};
 use spiderpool_ipam::cidr::{Cidr, check_canonical, cidr_label_value};
 use spiderpool_ipam::ip::IpVersion;
-use spiderpool_ipam::pool_ips::{PoolIps, ReversedRanges};
+use spiderpool_ipam::pool_ips::{self, PoolIps, ReversedRanges};
 use spiderpool_ipam::range::{IpSet, ips_to_ranges};
 use spiderpool_ipam::routes::{Route, validate_pool_routes};
 use spiderpool_ipam::settings::ClusterSettings;
 
 use super::common::{
-    IP_VERSION_FIELD, IPS_FIELD, SUBNET_FIELD, add_finalizer, cidr_version, controller_of,
-    go_label_selector, has_finalizer, merge_if_several, validate_gateway, validate_ip_version,
-    validate_label_selector,
+    CidrNeighbours, EXCLUDE_IPS_FIELD, Family, IPS_FIELD, SUBNET_FIELD, add_finalizer,
+    controller_of, default_version_and_cidr_label, go_label_selector, merge_if_several,
+    update_is_judged, validate_contains_ip_range, validate_delete_of_allocated, validate_gateway,
+    validate_ip_version, validate_label_selector,
 };
 use super::field::{BadValue, Denial, FieldError};
 
 pub const KIND: &str = "SpiderIPPool";
 pub const RESOURCE: &str = "spiderippools";
 const POD_AFFINITY_FIELD: &str = "spec.podAffinity";
+const TERMINATING: &str = "cannot update a terminating IPPool";
 const MISSING_VERSION: &str = "is not generated correctly, 'spec.subnet' may be invalid";
 
 /// The owner subnet of a pool as the handler found it.
@@ -58,28 +60,8 @@ pub fn mutate(
         return Ok(());
     }
     add_finalizer(&mut pool.metadata);
-    let version = match pool.spec.ip_version.and_then(IpVersion::from_number) {
-        Some(version) => version,
-        None if pool.spec.ip_version.is_some() => {
-            return Err("unsupported 'spec.ipVersion', nothing to mutate".to_string());
-        }
-        None => {
-            let version = cidr_version(&pool.spec.subnet).ok_or_else(|| {
-                format!(
-                    "failed to generate 'spec.ipVersion' from 'spec.subnet' {}, nothing to mutate",
-                    pool.spec.subnet
-                )
-            })?;
-            pool.spec.ip_version = Some(i64::from(version.number()));
-            version
-        }
-    };
-    let cidr = cidr_label_value(version, &pool.spec.subnet).map_err(|error| {
-        format!(
-            "failed to parse 'spec.subnet' {} as a valid label value: {error}",
-            pool.spec.subnet
-        )
-    })?;
+    let (version, cidr) =
+        default_version_and_cidr_label(&mut pool.spec.ip_version, &pool.spec.subnet)?;
     pool.labels_mut()
         .insert(LABEL_IPPOOL_CIDR.to_string(), cidr.clone());
     if settings.enable_spider_subnet
@@ -224,29 +206,10 @@ pub fn validate_update(
     owner: &OwnerSubnet,
     settings: &ClusterSettings,
 ) -> Result<(), Denial> {
-    if new.metadata.deletion_timestamp.is_some() {
-        if !has_finalizer(&new.metadata) {
-            return Ok(());
-        }
-        return Err(Denial::forbidden_plain(
-            "cannot update a terminating IPPool",
-        ));
+    if !update_is_judged(KIND, &new.metadata, family(old), family(new), TERMINATING)? {
+        return Ok(());
     }
     let one = |error: FieldError| invalid(new, vec![error]);
-    if let (Some(new_version), Some(old_version)) = (new.spec.ip_version, old.spec.ip_version)
-        && new_version != old_version
-    {
-        return Err(one(FieldError::forbidden(
-            IP_VERSION_FIELD,
-            "is not changeable",
-        )));
-    }
-    if new.spec.subnet != old.spec.subnet {
-        return Err(one(FieldError::forbidden(
-            SUBNET_FIELD,
-            "is not changeable",
-        )));
-    }
     let version =
         validate_ip_version(new.spec.ip_version, settings, MISSING_VERSION).map_err(one)?;
     validate_spec(new, version, pools).map_err(one)?;
@@ -263,20 +226,17 @@ pub fn validate_update(
 
 /// Validation on DELETE (only with `enableValidatingResourcesDeletedWebhook`).
 pub fn validate_delete(pool: &SpiderIPPool, settings: &ClusterSettings) -> Result<(), Denial> {
-    if !settings.enable_validating_resources_deleted_webhook {
-        return Ok(());
-    }
-    match pool
+    let allocated = pool
         .status
         .as_ref()
-        .and_then(|status| status.allocated_ip_count)
-    {
-        Some(count) if count > 0 => Err(Denial::Forbidden {
-            resource: Some(RESOURCE),
-            name: pool.name_any(),
-            message: format!("cannot delete an IPPool with allocated IPs({count})"),
-        }),
-        _ => Ok(()),
+        .and_then(|status| status.allocated_ip_count);
+    validate_delete_of_allocated(settings, RESOURCE, pool.name_any(), "IPPool", allocated)
+}
+
+fn family(pool: &SpiderIPPool) -> Family<'_> {
+    Family {
+        ip_version: pool.spec.ip_version,
+        subnet: &pool.spec.subnet,
     }
 }
 
@@ -300,37 +260,22 @@ fn validate_cidr(
     };
     let cidr = Cidr::parse(version, subnet).map_err(|error| subnet_invalid(error.to_string()))?;
     check_canonical(subnet).map_err(|error| subnet_invalid(error.to_string()))?;
-    for other in pools {
-        if other.spec.ip_version != Some(i64::from(version.number())) {
-            continue;
-        }
-        if other.name_any() == pool.name_any() {
-            return Err(Denial::AlreadyExists {
-                resource: KIND,
-                name: pool.name_any(),
-            });
-        }
-        if other.spec.subnet == *subnet {
-            continue;
-        }
-        let other_cidr = Cidr::parse(version, &other.spec.subnet).map_err(|error| {
-            invalid(
-                pool,
-                vec![FieldError::internal(
-                    SUBNET_FIELD,
-                    format!("failed to compare whether 'spec.subnet' overlaps: {error}"),
-                )],
-            )
-        })?;
-        if cidr.overlaps(&other_cidr) {
-            return Err(subnet_invalid(format!(
-                "overlap with IPPool {} which 'spec.subnet' is {}",
-                other.name_any(),
-                other.spec.subnet
-            )));
-        }
-    }
-    Ok(())
+    let family = Some(i64::from(version.number()));
+    let neighbours = CidrNeighbours {
+        kind: KIND,
+        word: "IPPool",
+        name: &pool.name_any(),
+        subnet,
+        cidr: &cidr,
+        identical_ok: true,
+    };
+    neighbours.check(
+        version,
+        pools
+            .iter()
+            .filter(|other| other.spec.ip_version == family)
+            .map(|other| (other.name_any(), other.spec.subnet.as_str())),
+    )
 }
 
 /// `validateIPPoolSpec`: available IPs (3a), gateway (3b), routes (3c).
@@ -362,19 +307,23 @@ fn validate_available_ips(
     version: IpVersion,
     pools: &[SpiderIPPool],
 ) -> Result<(), FieldError> {
-    let own = PoolIps::new_with(
-        &pool.spec.subnet,
-        ips(pool),
-        exclude_ips(pool),
-        ReversedRanges::Reject,
-    )
-    .map_err(|error| {
-        FieldError::invalid(
-            SUBNET_FIELD,
-            BadValue::str(&pool.spec.subnet),
-            error.to_string(),
-        )
-    })?;
+    // Each item first, so a bad one is named where it is (`spec.ips[2]`), not under the subnet.
+    let subnet = &pool.spec.subnet;
+    for (index, range) in ips(pool).iter().enumerate() {
+        validate_contains_ip_range(&format!("{IPS_FIELD}[{index}]"), version, subnet, range)?;
+    }
+    for (index, range) in exclude_ips(pool).iter().enumerate() {
+        let field = format!("{EXCLUDE_IPS_FIELD}[{index}]");
+        validate_contains_ip_range(&field, version, subnet, range)?;
+    }
+    let own = PoolIps::new_with(subnet, ips(pool), exclude_ips(pool), ReversedRanges::Reject)
+        .map_err(|error| {
+            FieldError::invalid(
+                IPS_FIELD,
+                BadValue::string_slice(ips(pool)),
+                error.to_string(),
+            )
+        })?;
     let cidr = cidr_label_value(version, &pool.spec.subnet).map_err(|error| {
         FieldError::internal(
             IPS_FIELD,
@@ -468,18 +417,18 @@ fn validate_pod_affinity(pool: &SpiderIPPool) -> Vec<FieldError> {
     errors
 }
 
-/// The effective addresses (`AssembleTotalIPs`).
+/// The effective addresses (`AssembleTotalIPs`), of the pool's family.
 fn total_ips(
     version: IpVersion,
     subnet: &str,
     ips: &[String],
     exclude: &[String],
 ) -> Result<IpSet, String> {
-    let pool_ips = PoolIps::new(subnet, ips, exclude).map_err(|error| error.to_string())?;
-    if pool_ips.version() != version {
+    let total = pool_ips::total_ips(subnet, ips, exclude).map_err(|error| error.to_string())?;
+    if total.version() != version {
         return Err(format!("subnet {subnet} is not an IPv{version} CIDR"));
     }
-    Ok(pool_ips.to_set())
+    Ok(total)
 }
 
 /// `validateIPPoolIPInUse`: no allocated address may leave the pool.

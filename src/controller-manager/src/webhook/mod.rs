@@ -4,8 +4,9 @@
 //!
 //! Layout: one pure module per kind ([`ippool`], [`subnet`], [`reservedip`], [`multusconfig`],
 //! [`coordinator`], [`annotations`]) holding the rules with their unit tests; [`field`] renders
-//! Kubernetes field errors and status errors exactly as Go does; [`handlers`] reads what the
-//! rules need; [`server`] speaks AdmissionReview over HTTPS (rustls, HTTP/1.1 and h2);
+//! Kubernetes field errors and status errors exactly as Go does; [`hooks`] names the webhooks
+//! and decodes the reviewed objects; [`handlers`] reads what the rules need; [`server`] speaks
+//! AdmissionReview over HTTPS (rustls, HTTP/1.1 and h2);
 //! [`certs`] makes or loads the serving certificate; [`cabundle`] keeps the CA in the installed
 //! webhook configurations; [`registration`] builds them for local runs.
 //!
@@ -19,6 +20,7 @@ pub mod common;
 pub mod coordinator;
 pub mod field;
 pub mod handlers;
+pub mod hooks;
 pub mod ippool;
 pub mod metrics;
 pub mod multusconfig;
@@ -33,17 +35,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum_server::tls_rustls::RustlsConfig;
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::api::Api;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
-use spiderpool_api::{SpiderIPPool, SpiderSubnet};
+use kube::runtime::watcher;
 use tokio::sync::watch;
 
-use crate::admin::{Readiness, mark_ready_when_synced};
 use crate::args::{Args, CertMode};
-use handlers::{SettingsSource, WebhookState};
+use crate::runtime::admin::Readiness;
+use crate::runtime::reflect;
+use crate::shared::settings::SettingsSource;
+use handlers::WebhookState;
 use metrics::WebhookMetrics;
 use registration::{Endpoint, Registration};
 
@@ -51,35 +52,6 @@ pub const READY_CERTIFICATE: &str = "webhook certificate";
 pub const READY_POOLS: &str = "webhook ippool cache";
 pub const READY_SUBNETS: &str = "webhook subnet cache";
 pub const READY_SETTINGS: &str = "webhook settings cache";
-
-/// Starts a reflector of `api` and returns its store.
-fn reflect<K>(api: Api<K>, config: watcher::Config) -> reflector::Store<K>
-where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects();
-    tokio::spawn(async move {
-        stream
-            .for_each(|event| async move {
-                if let Err(error) = event {
-                    tracing::warn!(%error, "webhook cache watch error");
-                }
-            })
-            .await;
-    });
-    reader
-}
 
 /// How the webhook server gets its certificate, resolved from the flags.
 struct Certificates {
@@ -164,41 +136,22 @@ pub async fn run(
     readiness: Readiness,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    for condition in [
-        READY_CERTIFICATE,
-        READY_POOLS,
+    readiness.set(READY_CERTIFICATE, false);
+    let config = || watcher::Config::default().any_semantic();
+    let pools = reflect::spawn(Api::all(client.clone()), config(), &readiness, READY_POOLS);
+    let subnets = reflect::spawn(
+        Api::all(client.clone()),
+        config(),
+        &readiness,
         READY_SUBNETS,
+    );
+    let settings = SettingsSource::start(
+        &client,
+        &readiness,
         READY_SETTINGS,
-    ] {
-        readiness.set(condition, false);
-    }
-    let pools = reflect(
-        Api::<SpiderIPPool>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+        &args.namespace,
+        &args.settings_configmap,
     );
-    let subnets = reflect(
-        Api::<SpiderSubnet>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    let settings_store = reflect(
-        Api::<ConfigMap>::namespaced(client.clone(), &args.namespace),
-        watcher::Config::default().fields(&format!("metadata.name={}", args.settings_configmap)),
-    );
-    tokio::spawn(mark_ready_when_synced(
-        pools.clone(),
-        readiness.clone(),
-        READY_POOLS,
-    ));
-    tokio::spawn(mark_ready_when_synced(
-        subnets.clone(),
-        readiness.clone(),
-        READY_SUBNETS,
-    ));
-    tokio::spawn(mark_ready_when_synced(
-        settings_store.clone(),
-        readiness.clone(),
-        READY_SETTINGS,
-    ));
 
     let certificates = loop {
         match load_certificates(&client, &args).await {
@@ -245,11 +198,7 @@ pub async fn run(
 
     let state = Arc::new(WebhookState {
         client,
-        settings: SettingsSource {
-            store: settings_store,
-            namespace: args.namespace.clone(),
-            name: args.settings_configmap.clone(),
-        },
+        settings,
         pools,
         subnets,
         metrics,

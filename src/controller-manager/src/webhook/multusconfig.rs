@@ -1,5 +1,5 @@
-//! SpiderMultusConfig admission (§1.5, §3.6): defaulting (the same [`defaults::apply`] the NAD
-//! renderer uses, plus the injection labels) and validation, pure. The handler GETs the target
+//! SpiderMultusConfig admission (§1.5, §3.6): defaulting (the same [`defaults::multus_config`]
+//! the NAD renderer uses, plus the injection labels) and validation, pure. The handler GETs the target
 //! NetworkAttachmentDefinition from the API server (uncached, as upstream).
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use spiderpool_ipam::labels::dns1123_subdomain_errors;
 
 use super::coordinator;
 use super::field::{BadValue, Denial, FieldError};
-use crate::multusconfig::defaults;
+use spiderpool_api::defaults;
 
 pub const KIND: &str = "SpiderMultusConfig";
 const CNI_TYPE: &str = "spec.cniType";
@@ -42,7 +42,7 @@ pub fn target_nad_name(smc: &SpiderMultusConfig) -> String {
 
 /// `mutateSpiderMultusConfig`: the defaults, and the injection annotations copied to labels.
 pub fn mutate(smc: &mut SpiderMultusConfig) {
-    defaults::apply(&mut smc.spec);
+    defaults::multus_config(&mut smc.spec);
     for key in [RDMA_RESOURCE_INJECT, NETWORK_RESOURCE_INJECT] {
         if let Some(value) = smc.annotations().get(key).cloned() {
             smc.labels_mut().insert(key.to_string(), value);
@@ -210,6 +210,89 @@ fn json_value<T: Serialize>(value: &T) -> BadValue {
     BadValue::json(value)
 }
 
+fn no_injection(cni_type: CniType) -> FieldError {
+    FieldError::forbidden(
+        CNI_TYPE,
+        format!(
+            "the cniType {cni_type} does not support RDMA resource or network resource injected"
+        ),
+    )
+}
+
+/// The section `field` of the CNI type, which must be there.
+fn section<'a, T>(field: &str, config: Option<&'a T>) -> Result<&'a T, FieldError> {
+    config.ok_or_else(|| FieldError::required(field, format!("no {field} specified")))
+}
+
+fn check_vlan_id(field: &str, vlan_id: Option<i32>) -> Result<(), FieldError> {
+    match vlan_id_error(vlan_id) {
+        Some(error) => Err(FieldError::invalid(
+            field,
+            BadValue::Int(vlan_id.unwrap_or_default().into()),
+            error,
+        )),
+        None => Ok(()),
+    }
+}
+
+fn check_mtu(field: &str, mtu: Option<i32>) -> Result<(), FieldError> {
+    match mtu.filter(|mtu| *mtu < 0) {
+        Some(mtu) => Err(FieldError::invalid(
+            field,
+            BadValue::Int(mtu.into()),
+            "MTU must be greater than or equal to 0",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn check_no_match_master_subnet<T: Serialize>(
+    field: &str,
+    config: &T,
+    pools: &Option<SpiderpoolPools>,
+    cni_type: CniType,
+) -> Result<(), FieldError> {
+    if pools.as_ref().and_then(|pools| pools.match_master_subnet) == Some(true) {
+        return Err(FieldError::invalid(
+            field,
+            json_value(config),
+            format!("MatchMasterSubnet feature is not supported for {cni_type}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The device a section names (`resourceName`, `master`), which must not be empty.
+fn required_device(field: &str, key: &str, value: &str) -> Result<(), FieldError> {
+    if value.is_empty() {
+        return Err(FieldError::required(
+            field,
+            format!("no {field}[{key}] specified"),
+        ));
+    }
+    Ok(())
+}
+
+/// The end of every section's checks: no other section is set (`only` names the one allowed in
+/// the denial), and the injected resource `resource` fits the section's pools.
+fn alone_and_injectable<T: Serialize>(
+    smc: &SpiderMultusConfig,
+    cni_type: CniType,
+    field: &str,
+    only: &str,
+    config: &T,
+    resource: &str,
+    pools: &Option<SpiderpoolPools>,
+) -> Result<(), FieldError> {
+    if has_other_section(smc, cni_type) {
+        return Err(only_supports(cni_type, only));
+    }
+    if let Some(error) = inject_error(smc, resource, pools) {
+        return Err(FieldError::invalid(field, json_value(config), error));
+    }
+    Ok(())
+}
+
 /// `validateVlanCNIConfig`.
 fn master_error(
     master: &[String],
@@ -245,54 +328,19 @@ pub fn validate_cni_config(smc: &SpiderMultusConfig) -> Result<(), FieldError> {
             } else {
                 ("spec.ipvlanConfig", spec.ipvlan.as_ref())
             };
-            let Some(config) = config else {
-                return Err(FieldError::required(field, format!("no {field} specified")));
-            };
-            if let Some(error) = vlan_id_error(config.vlan_id) {
-                return Err(FieldError::invalid(
-                    field,
-                    BadValue::Int(config.vlan_id.unwrap_or_default().into()),
-                    error,
-                ));
-            }
-            if let Some(mtu) = config.mtu.filter(|mtu| *mtu < 0) {
-                return Err(FieldError::invalid(
-                    field,
-                    BadValue::Int(mtu.into()),
-                    "MTU must be greater than or equal to 0",
-                ));
-            }
-            if config
-                .ippools
-                .as_ref()
-                .and_then(|pools| pools.match_master_subnet)
-                == Some(true)
-            {
-                return Err(FieldError::invalid(
-                    field,
-                    json_value(config),
-                    format!("MatchMasterSubnet feature is not supported for {cni_type}"),
-                ));
-            }
+            let config = section(field, config)?;
+            check_vlan_id(field, config.vlan_id)?;
+            check_mtu(field, config.mtu)?;
+            check_no_match_master_subnet(field, config, &config.ippools, cni_type)?;
             if let Some(error) = master_error(&config.master, config.bond.as_ref()) {
                 return Err(FieldError::invalid(field, json_value(config), error));
             }
-            if has_other_section(smc, cni_type) {
-                return Err(only_supports(cni_type, field));
-            }
-            if let Some(error) = inject_error(
-                smc,
-                config.rdma_resource_name.as_deref().unwrap_or_default(),
-                &config.ippools,
-            ) {
-                return Err(FieldError::invalid(field, json_value(config), error));
-            }
+            let rdma = config.rdma_resource_name.as_deref().unwrap_or_default();
+            alone_and_injectable(smc, cni_type, field, field, config, rdma, &config.ippools)?;
         }
         CniType::Vlan => {
             let field = "spec.vlan";
-            let Some(config) = spec.vlan.as_ref() else {
-                return Err(FieldError::required(field, format!("no {field} specified")));
-            };
+            let config = section(field, spec.vlan.as_ref())?;
             let mode_error = match (config.vlan_mode, config.vlan_id) {
                 (None, _) => Some("vlanMode must not be nil"),
                 (Some(VlanMode::Manual), None) => {
@@ -306,67 +354,22 @@ pub fn validate_cni_config(smc: &SpiderMultusConfig) -> Result<(), FieldError> {
             if let Some(error) = mode_error {
                 return Err(FieldError::invalid(field, json_value(config), error));
             }
-            if let Some(error) = vlan_id_error(config.vlan_id) {
-                return Err(FieldError::invalid(
-                    field,
-                    BadValue::Int(config.vlan_id.unwrap_or_default().into()),
-                    error,
-                ));
-            }
-            if let Some(mtu) = config.mtu.filter(|mtu| *mtu < 0) {
-                return Err(FieldError::invalid(
-                    field,
-                    BadValue::Int(mtu.into()),
-                    "MTU must be greater than or equal to 0",
-                ));
-            }
-            if config
-                .ippools
-                .as_ref()
-                .and_then(|pools| pools.match_master_subnet)
-                == Some(true)
-            {
-                return Err(FieldError::invalid(
-                    field,
-                    json_value(config),
-                    "MatchMasterSubnet feature is not supported for vlan",
-                ));
-            }
+            check_vlan_id(field, config.vlan_id)?;
+            check_mtu(field, config.mtu)?;
+            check_no_match_master_subnet(field, config, &config.ippools, cni_type)?;
             if let Some(error) = master_error(&config.master, config.bond.as_ref()) {
                 return Err(FieldError::invalid(field, json_value(config), error));
             }
-            if has_other_section(smc, cni_type) {
-                return Err(only_supports(cni_type, field));
-            }
-            if let Some(error) = inject_error(
-                smc,
-                config.rdma_resource_name.as_deref().unwrap_or_default(),
-                &config.ippools,
-            ) {
-                return Err(FieldError::invalid(field, json_value(config), error));
-            }
+            let rdma = config.rdma_resource_name.as_deref().unwrap_or_default();
+            alone_and_injectable(smc, cni_type, field, field, config, rdma, &config.ippools)?;
         }
         CniType::Sriov => {
             let field = "spec.sriovConfig";
-            let Some(config) = spec.sriov.as_ref() else {
-                return Err(FieldError::required(field, format!("no {field} specified")));
-            };
-            if let Some(error) = vlan_id_error(config.vlan_id) {
-                return Err(FieldError::invalid(
-                    field,
-                    BadValue::Int(config.vlan_id.unwrap_or_default().into()),
-                    error,
-                ));
-            }
+            let config = section(field, spec.sriov.as_ref())?;
+            check_vlan_id(field, config.vlan_id)?;
             // Upstream dereferences the macvlan section here and would panic (deliberate
             // difference #10): we answer with the intended denial.
-            if let Some(mtu) = config.mtu.filter(|mtu| *mtu < 0) {
-                return Err(FieldError::invalid(
-                    field,
-                    BadValue::Int(mtu.into()),
-                    "MTU must be greater than or equal to 0",
-                ));
-            }
+            check_mtu(field, config.mtu)?;
             if let (Some(min), Some(max)) = (config.min_tx_rate_mbps, config.max_tx_rate_mbps)
                 && min > max
             {
@@ -377,78 +380,49 @@ pub fn validate_cni_config(smc: &SpiderMultusConfig) -> Result<(), FieldError> {
                 ));
             }
             let resource = config.resource_name.as_deref().unwrap_or_default();
-            if resource.is_empty() {
-                return Err(FieldError::required(
-                    field,
-                    format!("no {field}[resourceName] specified"),
-                ));
-            }
-            if has_other_section(smc, cni_type) {
-                return Err(only_supports(cni_type, field));
-            }
-            if let Some(error) = inject_error(smc, resource, &config.ippools) {
-                return Err(FieldError::invalid(field, json_value(config), error));
-            }
+            required_device(field, "resourceName", resource)?;
+            alone_and_injectable(
+                smc,
+                cni_type,
+                field,
+                field,
+                config,
+                resource,
+                &config.ippools,
+            )?;
         }
         CniType::IbSriov => {
             let field = "spec.ibsriovConfig";
-            let Some(config) = spec.ibsriov.as_ref() else {
-                return Err(FieldError::required(field, format!("no {field} specified")));
-            };
+            let config = section(field, spec.ibsriov.as_ref())?;
             let resource = config.resource_name.as_deref().unwrap_or_default();
-            if resource.is_empty() {
-                return Err(FieldError::required(
-                    field,
-                    format!("no {field}[resourceName] specified"),
-                ));
-            }
-            if has_other_section(smc, cni_type) {
-                // Upstream names the sriov section here.
-                return Err(only_supports(cni_type, "spec.sriovConfig"));
-            }
-            if let Some(error) = inject_error(smc, resource, &config.ippools) {
-                return Err(FieldError::invalid(field, json_value(config), error));
-            }
+            required_device(field, "resourceName", resource)?;
+            // Upstream names the sriov section here.
+            let only = "spec.sriovConfig";
+            alone_and_injectable(
+                smc,
+                cni_type,
+                field,
+                only,
+                config,
+                resource,
+                &config.ippools,
+            )?;
         }
         CniType::Ipoib => {
             let field = "spec.ipoibConfig";
-            let Some(config) = spec.ipoib.as_ref() else {
-                return Err(FieldError::required(field, format!("no {field} specified")));
-            };
+            let config = section(field, spec.ipoib.as_ref())?;
             let master = config.master.as_deref().unwrap_or_default();
-            if master.is_empty() {
-                return Err(FieldError::required(
-                    field,
-                    format!("no {field}[master] specified"),
-                ));
-            }
-            if has_other_section(smc, cni_type) {
-                return Err(only_supports(cni_type, "spec.sriovConfig"));
-            }
-            if let Some(error) = inject_error(smc, master, &config.ippools) {
-                return Err(FieldError::invalid(field, json_value(config), error));
-            }
+            required_device(field, "master", master)?;
+            let only = "spec.sriovConfig";
+            alone_and_injectable(smc, cni_type, field, only, config, master, &config.ippools)?;
         }
         CniType::Ovs => {
             let field = "spec.ovsConfig";
             if injects {
-                return Err(FieldError::forbidden(
-                    CNI_TYPE,
-                    format!(
-                        "the cniType {cni_type} does not support RDMA resource or network resource injected"
-                    ),
-                ));
+                return Err(no_injection(cni_type));
             }
-            let Some(config) = spec.ovs.as_ref() else {
-                return Err(FieldError::required(field, format!("no {field} specified")));
-            };
-            if let Some(error) = vlan_id_error(config.vlan) {
-                return Err(FieldError::invalid(
-                    field,
-                    BadValue::Int(config.vlan.unwrap_or_default().into()),
-                    error,
-                ));
-            }
+            let config = section(field, spec.ovs.as_ref())?;
+            check_vlan_id(field, config.vlan)?;
             for trunk in config.trunk.iter().flatten() {
                 let trunk_error =
                     |detail: &str| FieldError::invalid(field, json_value(trunk), detail);
@@ -477,12 +451,7 @@ pub fn validate_cni_config(smc: &SpiderMultusConfig) -> Result<(), FieldError> {
         }
         CniType::Custom => {
             if injects {
-                return Err(FieldError::forbidden(
-                    CNI_TYPE,
-                    format!(
-                        "the cniType {cni_type} does not support RDMA resource or network resource injected"
-                    ),
-                ));
+                return Err(no_injection(cni_type));
             }
             if has_other_section(smc, cni_type) {
                 return Err(only_supports(cni_type, "spec.customCniTypeConfig"));

@@ -17,7 +17,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::server::Hook;
+use super::hooks::Hook;
 
 const FIELD_MANAGER: &str = "spiderpool-controller-manager-webhook";
 

@@ -4,22 +4,23 @@
 use kube::ResourceExt;
 use spiderpool_api::constants::LABEL_SUBNET_CIDR;
 use spiderpool_api::{SpiderIPPool, SpiderSubnet};
-use spiderpool_ipam::cidr::{Cidr, check_canonical, cidr_label_value};
+use spiderpool_ipam::cidr::{Cidr, check_canonical};
 use spiderpool_ipam::ip::IpVersion;
-use spiderpool_ipam::pool_ips::PoolIps;
+use spiderpool_ipam::pool_ips;
 use spiderpool_ipam::range::{IpSet, ips_to_ranges};
 use spiderpool_ipam::routes::{Route, validate_pool_routes};
 use spiderpool_ipam::settings::ClusterSettings;
 
 use super::common::{
-    EXCLUDE_IPS_FIELD, IP_VERSION_FIELD, IPS_FIELD, SUBNET_FIELD, add_finalizer, cidr_version,
-    has_finalizer, merge_if_several, validate_contains_ip_range, validate_gateway,
-    validate_ip_version,
+    CidrNeighbours, EXCLUDE_IPS_FIELD, Family, IPS_FIELD, SUBNET_FIELD, add_finalizer,
+    default_version_and_cidr_label, merge_if_several, update_is_judged, validate_contains_ip_range,
+    validate_delete_of_allocated, validate_gateway, validate_ip_version,
 };
 use super::field::{BadValue, Denial, FieldError};
 
 pub const KIND: &str = "SpiderSubnet";
 pub const RESOURCE: &str = "spidersubnets";
+const TERMINATING: &str = "cannot update a terminaing Subnet";
 const MISSING_VERSION: &str = "is not generated correctly, 'spec.subnet' may be invalid";
 const CONTROLLED_IPPOOLS_FIELD: &str = "status.controlledIPPools";
 
@@ -29,28 +30,8 @@ pub fn mutate(subnet: &mut SpiderSubnet) -> Result<(), String> {
         return Ok(());
     }
     add_finalizer(&mut subnet.metadata);
-    let version = match subnet.spec.ip_version.and_then(IpVersion::from_number) {
-        Some(version) => version,
-        None if subnet.spec.ip_version.is_some() => {
-            return Err("unsupported 'spec.ipVersion', nothing to mutate".to_string());
-        }
-        None => {
-            let version = cidr_version(&subnet.spec.subnet).ok_or_else(|| {
-                format!(
-                    "failed to generate 'spec.ipVersion' from 'spec.subnet' {}, nothing to mutate",
-                    subnet.spec.subnet
-                )
-            })?;
-            subnet.spec.ip_version = Some(i64::from(version.number()));
-            version
-        }
-    };
-    let cidr = cidr_label_value(version, &subnet.spec.subnet).map_err(|error| {
-        format!(
-            "failed to parse 'spec.subnet' {} as a valid label value: {error}",
-            subnet.spec.subnet
-        )
-    })?;
+    let (version, cidr) =
+        default_version_and_cidr_label(&mut subnet.spec.ip_version, &subnet.spec.subnet)?;
     subnet
         .labels_mut()
         .insert(LABEL_SUBNET_CIDR.to_string(), cidr);
@@ -74,9 +55,7 @@ fn invalid(subnet: &SpiderSubnet, error: FieldError) -> Denial {
 }
 
 fn total_ips(subnet: &str, ips: &[String], exclude: &[String]) -> Result<IpSet, String> {
-    PoolIps::new(subnet, ips, exclude)
-        .map(|pool_ips| pool_ips.to_set())
-        .map_err(|error| error.to_string())
+    pool_ips::total_ips(subnet, ips, exclude).map_err(|error| error.to_string())
 }
 
 /// Validation on CREATE.
@@ -98,28 +77,11 @@ pub fn validate_update(
     new: &SpiderSubnet,
     settings: &ClusterSettings,
 ) -> Result<(), Denial> {
-    if new.metadata.deletion_timestamp.is_some() {
-        if !has_finalizer(&new.metadata) {
-            return Ok(());
-        }
-        // Upstream's spelling.
-        return Err(Denial::forbidden_plain("cannot update a terminaing Subnet"));
+    // Upstream's spelling.
+    if !update_is_judged(KIND, &new.metadata, family(old), family(new), TERMINATING)? {
+        return Ok(());
     }
     let one = |error: FieldError| invalid(new, error);
-    if let (Some(new_version), Some(old_version)) = (new.spec.ip_version, old.spec.ip_version)
-        && new_version != old_version
-    {
-        return Err(one(FieldError::forbidden(
-            IP_VERSION_FIELD,
-            "is not changeable",
-        )));
-    }
-    if new.spec.subnet != old.spec.subnet {
-        return Err(one(FieldError::forbidden(
-            SUBNET_FIELD,
-            "is not changeable",
-        )));
-    }
     let version =
         validate_ip_version(new.spec.ip_version, settings, MISSING_VERSION).map_err(one)?;
     validate_spec(new, version).map_err(one)?;
@@ -128,20 +90,17 @@ pub fn validate_update(
 
 /// Validation on DELETE (only with `enableValidatingResourcesDeletedWebhook`).
 pub fn validate_delete(subnet: &SpiderSubnet, settings: &ClusterSettings) -> Result<(), Denial> {
-    if !settings.enable_validating_resources_deleted_webhook {
-        return Ok(());
-    }
-    match subnet
+    let allocated = subnet
         .status
         .as_ref()
-        .and_then(|status| status.allocated_ip_count)
-    {
-        Some(count) if count > 0 => Err(Denial::Forbidden {
-            resource: Some(RESOURCE),
-            name: subnet.name_any(),
-            message: format!("cannot delete an Subnet with allocated IPs({count})"),
-        }),
-        _ => Ok(()),
+        .and_then(|status| status.allocated_ip_count);
+    validate_delete_of_allocated(settings, RESOURCE, subnet.name_any(), "Subnet", allocated)
+}
+
+fn family(subnet: &SpiderSubnet) -> Family<'_> {
+    Family {
+        ip_version: subnet.spec.ip_version,
+        subnet: &subnet.spec.subnet,
     }
 }
 
@@ -162,35 +121,21 @@ fn validate_cidr(
     let cidr = Cidr::parse(version, text).map_err(|error| subnet_invalid(error.to_string()))?;
     check_canonical(text).map_err(|error| subnet_invalid(error.to_string()))?;
     let family = Some(i64::from(version.number()));
-    let compare_error = |error: String| {
-        invalid(
-            subnet,
-            FieldError::internal(
-                SUBNET_FIELD,
-                format!("failed to compare whether 'spec.subnet' overlaps: {error}"),
-            ),
-        )
+    let neighbours = CidrNeighbours {
+        kind: KIND,
+        word: "Subnet",
+        name: &subnet.name_any(),
+        subnet: text,
+        cidr: &cidr,
+        identical_ok: false,
     };
-    for other in subnets
-        .iter()
-        .filter(|other| other.spec.ip_version == family)
-    {
-        if other.name_any() == subnet.name_any() {
-            return Err(Denial::AlreadyExists {
-                resource: KIND,
-                name: subnet.name_any(),
-            });
-        }
-        let other_cidr = Cidr::parse(version, &other.spec.subnet)
-            .map_err(|error| compare_error(error.to_string()))?;
-        if cidr.overlaps(&other_cidr) {
-            return Err(subnet_invalid(format!(
-                "overlap with Subnet {} which 'spec.subnet' is {}",
-                other.name_any(),
-                other.spec.subnet
-            )));
-        }
-    }
+    neighbours.check(
+        version,
+        subnets
+            .iter()
+            .filter(|other| other.spec.ip_version == family)
+            .map(|other| (other.name_any(), other.spec.subnet.as_str())),
+    )?;
     for pool in pools.iter().filter(|pool| pool.spec.ip_version == family) {
         if pool.spec.subnet != *text {
             let pool_cidr = Cidr::parse(version, &pool.spec.subnet).map_err(|error| {
@@ -383,7 +328,7 @@ mod tests {
                 .map(String::as_str),
             Some("fd00---120")
         );
-        assert!(has_finalizer(&candidate.metadata));
+        assert!(crate::webhook::common::has_finalizer(&candidate.metadata));
     }
 
     #[test]

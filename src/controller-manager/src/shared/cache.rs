@@ -1,0 +1,65 @@
+//! The process-wide caches of SpiderIPPools, SpiderSubnets and SpiderReservedIPs.
+//!
+//! They run on every replica (leader or not) from start to shutdown, because `/metrics` reports
+//! pool and subnet usage from them on every replica. The leader's controllers read them for fast
+//! paths and cross-object lookups; anything that decides an address (pre-allocation, GC releases)
+//! re-reads from the API server and writes with compare-and-swap, so a lagging cache can cost a
+//! retry but never a double allocation.
+
+use std::sync::Arc;
+
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use spiderpool_api::{SpiderIPPool, SpiderReservedIP, SpiderSubnet};
+
+use crate::runtime::admin::Readiness;
+use crate::runtime::reflect;
+
+pub const READINESS_POOLS: &str = "ippool cache";
+pub const READINESS_SUBNETS: &str = "subnet cache";
+pub const READINESS_RESERVED: &str = "reservedip cache";
+
+/// Read handles of the three caches.
+#[derive(Clone)]
+pub struct IpamCache {
+    pub pools: Store<SpiderIPPool>,
+    pub subnets: Store<SpiderSubnet>,
+    pub reserved: Store<SpiderReservedIP>,
+}
+
+impl IpamCache {
+    /// Starts the three reflectors on the current runtime; they run until the process exits.
+    /// Readiness conditions are set once each has listed everything.
+    pub fn start(client: &Client, readiness: &Readiness) -> IpamCache {
+        let config = || watcher::Config::default().any_semantic();
+        IpamCache {
+            pools: reflect::spawn(
+                Api::all(client.clone()),
+                config(),
+                readiness,
+                READINESS_POOLS,
+            ),
+            subnets: reflect::spawn(
+                Api::all(client.clone()),
+                config(),
+                readiness,
+                READINESS_SUBNETS,
+            ),
+            reserved: reflect::spawn(
+                Api::all(client.clone()),
+                config(),
+                readiness,
+                READINESS_RESERVED,
+            ),
+        }
+    }
+
+    pub fn pool(&self, name: &str) -> Option<Arc<SpiderIPPool>> {
+        self.pools.get(&reflector::ObjectRef::new(name))
+    }
+
+    pub fn subnet(&self, name: &str) -> Option<Arc<SpiderSubnet>> {
+        self.subnets.get(&reflector::ObjectRef::new(name))
+    }
+}
