@@ -10,6 +10,7 @@
 //! missing from `config/rbac` fails a suite, and `rbac-audit` ([`rbac_audit`]) finds the ones no
 //! suite used. The tests themselves act as cluster admin.
 
+pub mod invariants;
 pub mod rbac;
 pub mod rbac_audit;
 

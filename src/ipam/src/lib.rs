@@ -15,6 +15,7 @@
 //! - [`routes`], [`result`]: routes and the per-NIC result the CNI result and SpiderEndpoint are built
 //!   from.
 //! - [`config`], [`settings`]: the IPAM section of the CNI network config and the cluster settings.
+//! - [`invariants`]: what must hold between pools, subnets, endpoints, pods and workloads.
 //! - [`autopool`], [`gc`]: the decisions of the auto-pool controller (pool names, sizes,
 //!   pre-allocation) and of the IP garbage collector (keep or release a record).
 //!
@@ -29,6 +30,7 @@ pub mod config;
 pub mod gc;
 pub mod glob;
 mod gojson;
+pub mod invariants;
 pub mod ip;
 pub mod labels;
 pub mod ledger;

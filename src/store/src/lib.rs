@@ -37,9 +37,11 @@ mod context;
 mod endpoint;
 #[cfg(test)]
 mod fake_api;
+pub mod invariants;
 pub mod lock;
 pub mod objects;
 mod release;
+pub mod workload;
 
 use std::path::Path;
 use std::time::Duration;
