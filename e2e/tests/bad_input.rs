@@ -8,8 +8,10 @@
 //! `webhook.rs`); CNI cases run the real `spiderpool` plugin binary against pods in a namespace
 //! the webhooks do not judge, so the bad annotation reaches the plugin. Every case must be
 //! refused with a message that names the field, annotation key or variable at fault (the
-//! case's `expect` substrings), never with a 500, and must leave nothing behind: no object, no
-//! pool record, no SpiderEndpoint. Failures are collected, so one run reports every bad message.
+//! case's `expect` substrings), never with a 500, and must leave the cluster as it was: every
+//! object of the suite (its label, its namespaces) keeps its resourceVersion, nothing new exists,
+//! no pool records the pod, and the invariant checker finds nothing in the suite's namespaces.
+//! Failures are collected, so one run reports every bad message.
 
 #[path = "ipam_support/mod.rs"]
 mod ipam_support;
@@ -24,6 +26,7 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Map, Value, json};
 use spiderpool_api::{SpiderEndpoint, SpiderIPPool};
+use spiderpool_e2e::invariants::wait_consistent;
 use spiderpool_e2e::{
     binary, client, controller_manager_with_settings, install_webhook_configurations, unique_name,
     wait_for,
@@ -131,10 +134,15 @@ fn cases(section: &str) -> anyhow::Result<Vec<Case>> {
         };
         for (index, value) in values.iter().enumerate() {
             let template = substitute(entry, value);
-            let expect = template["expect"]
+            let each = &template["expect_each"];
+            if each.is_array() && each.as_array().map(Vec::len) != Some(values.len()) {
+                anyhow::bail!("{name}: expect_each has not one item per value");
+            }
+            let expect: Vec<String> = template["expect"]
                 .as_array()
                 .into_iter()
                 .flatten()
+                .chain(each[index].as_array().into_iter().flatten())
                 .filter_map(|part| part.as_str().map(str::to_string))
                 .collect();
             for kind in &kinds {
@@ -233,6 +241,27 @@ fn the_corpus_has_at_least_200_cases_each_expecting_a_named_field() -> anyhow::R
         assert!(kinds.contains(kind), "no case for {kind}");
     }
     Ok(())
+}
+
+#[test]
+fn a_changed_a_missing_and_a_new_object_are_all_reported() {
+    let before = BTreeMap::from([
+        ("SpiderIPPool /a".to_string(), "1".to_string()),
+        ("SpiderIPPool /b".to_string(), "2".to_string()),
+    ]);
+    let after = BTreeMap::from([
+        ("SpiderIPPool /a".to_string(), "3".to_string()),
+        ("Pod ns/c".to_string(), "4".to_string()),
+    ]);
+    assert_eq!(
+        changes(&before, &after),
+        vec![
+            "SpiderIPPool /a changed (resourceVersion 1 -> 3)",
+            "SpiderIPPool /b is gone",
+            "Pod ns/c appeared"
+        ]
+    );
+    assert!(changes(&before, &before).is_empty());
 }
 
 #[test]
@@ -355,13 +384,22 @@ fn object_of(case: &Case, kind: &str, name: &str, namespace: &str) -> anyhow::Re
     Ok(object)
 }
 
-/// Client, webhooks in effect for this suite's label, the fixtures, and a judged namespace.
-async fn webhook_setup() -> anyhow::Result<(Client, String)> {
+/// The two tests take turns: each compares the suite's objects before and after its cases, which
+/// the other one's objects would disturb.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Client, webhooks in effect for this suite's label, the fixtures.
+async fn webhook_setup() -> anyhow::Result<Client> {
     let client = client().await?;
-    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    INSTALLED
-        .get_or_try_init(|| install_webhook_configurations(&client, port(), LABEL))
-        .await?;
+    // Both tests share the webhooks and the fixtures; they are made once, before either test
+    // takes its snapshot of the cluster.
+    static READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    READY.get_or_try_init(|| install_once(&client)).await?;
+    Ok(client)
+}
+
+async fn install_once(client: &Client) -> anyhow::Result<()> {
+    install_webhook_configurations(client, port(), LABEL).await?;
     let args = [
         format!("--webhook-addr=127.0.0.1:{}", port()),
         "--webhook-cert-mode=auto".to_string(),
@@ -370,7 +408,7 @@ async fn webhook_setup() -> anyhow::Result<(Client, String)> {
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let manager = controller_manager_with_settings(Some(SETTINGS), &args).await?;
-    let pools = api(&client, "SpiderIPPool", "")?;
+    let pools = api(client, "SpiderIPPool", "")?;
     // A positive sign first: a malformed pool is denied by our webhook.
     wait_for("webhooks in effect", TIMEOUT, || async {
         let probe: DynamicObject = serde_json::from_value(json!({
@@ -409,7 +447,7 @@ async fn webhook_setup() -> anyhow::Result<(Client, String)> {
         object["kind"] = json!(kind);
         object["metadata"]["labels"] = json!({LABEL: "true"});
         let object: DynamicObject = serde_json::from_value(object)?;
-        match api(&client, kind, "")?
+        match api(client, kind, "")?
             .create(&PostParams::default(), &object)
             .await
         {
@@ -418,8 +456,124 @@ async fn webhook_setup() -> anyhow::Result<(Client, String)> {
             Err(error) => return Err(error).context(format!("creating the {kind} fixture")),
         }
     }
-    let namespace = namespace(&client, "bad-input", true).await?;
-    Ok((client, namespace))
+    Ok(())
+}
+
+/// The kinds whose objects the corpus could create or change.
+const STATE_KINDS: [&str; 12] = [
+    "SpiderIPPool",
+    "SpiderSubnet",
+    "SpiderReservedIP",
+    "SpiderCoordinator",
+    "SpiderMultusConfig",
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+];
+
+/// `Kind namespace/name` -> resourceVersion of everything the suite owns: objects with its label
+/// (the fixtures, and anything a case managed to create) anywhere, every object of the suite's
+/// namespaces, SpiderEndpoints included, and the namespaces themselves.
+async fn snapshot(
+    client: &Client,
+    namespaces: &[&str],
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut state = BTreeMap::new();
+    // Objects on their way out (the other test's namespace) are left out.
+    let mut record = |kind: &str, object: &DynamicObject| {
+        let metadata = &object.metadata;
+        if metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        state.insert(
+            format!(
+                "{kind} {}/{}",
+                metadata.namespace.as_deref().unwrap_or(""),
+                metadata.name.as_deref().unwrap_or("")
+            ),
+            metadata.resource_version.clone().unwrap_or_default(),
+        );
+    };
+    let labelled = kube::api::ListParams::default().labels(&format!("{LABEL}=true"));
+    for kind in STATE_KINDS.iter().chain(&["Namespace"]) {
+        let (resource, namespaced) = resource(kind)?;
+        let everywhere: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        for object in everywhere.list(&labelled).await?.items {
+            record(kind, &object);
+        }
+        if !namespaced {
+            continue;
+        }
+        for namespace in namespaces {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), namespace, &resource);
+            for object in api.list(&Default::default()).await?.items {
+                record(kind, &object);
+            }
+        }
+    }
+    for namespace in namespaces {
+        let endpoints: Api<SpiderEndpoint> = Api::namespaced(client.clone(), namespace);
+        for endpoint in endpoints.list(&Default::default()).await?.items {
+            state.insert(
+                format!(
+                    "SpiderEndpoint {namespace}/{}",
+                    endpoint.metadata.name.clone().unwrap_or_default()
+                ),
+                endpoint
+                    .metadata
+                    .resource_version
+                    .clone()
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    Ok(state)
+}
+
+/// What differs between two snapshots, one line per object.
+fn changes(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (key, version) in before {
+        match after.get(key) {
+            None => lines.push(format!("{key} is gone")),
+            Some(now) if now != version => lines.push(format!(
+                "{key} changed (resourceVersion {version} -> {now})"
+            )),
+            Some(_) => {}
+        }
+    }
+    for key in after.keys().filter(|key| !before.contains_key(*key)) {
+        lines.push(format!("{key} appeared"));
+    }
+    lines
+}
+
+/// Removes an object a case should not have created, so later cases do not trip over it: the
+/// deletion, then its finalizers, as the controllers (which do not run here) would remove them.
+async fn remove(api: &Api<DynamicObject>, name: &str) {
+    let _ = api.delete(name, &DeleteParams::background()).await;
+    let _ = api
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
+    let _ = wait_for("the admitted object to go", TIMEOUT, || async {
+        Ok(api.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await;
+}
+
+async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
 }
 
 /// A namespace, judged by this suite's webhooks or not.
@@ -442,7 +596,8 @@ async fn namespace(client: &Client, prefix: &str, judged: bool) -> anyhow::Resul
     Ok(name)
 }
 
-/// The suite's own objects of `kind` that exist (the corpus's names start with `bad-`).
+/// The suite's own objects of `kind` that exist (the corpus's names start with `bad-`; the
+/// suite's namespaces with `bad-input`).
 async fn leftovers(client: &Client, kind: &str, namespace: &str) -> anyhow::Result<Vec<String>> {
     let fixtures = [POOL_V4, POOL_V6, SUBNET];
     let list = api(client, kind, namespace)?
@@ -452,7 +607,11 @@ async fn leftovers(client: &Client, kind: &str, namespace: &str) -> anyhow::Resu
         .items
         .into_iter()
         .filter_map(|object| object.metadata.name)
-        .filter(|name| name.starts_with("bad-") && !fixtures.contains(&name.as_str()))
+        .filter(|name| {
+            name.starts_with("bad-")
+                && !name.starts_with("bad-input")
+                && !fixtures.contains(&name.as_str())
+        })
         .collect())
 }
 
@@ -460,7 +619,11 @@ async fn leftovers(client: &Client, kind: &str, namespace: &str) -> anyhow::Resu
 async fn every_bad_object_is_denied_naming_the_field_and_nothing_is_created() -> anyhow::Result<()>
 {
     let cases = cases("webhook")?;
-    let (client, namespace) = webhook_setup().await?;
+    let _turn = TURN.lock().await;
+    let client = webhook_setup().await?;
+    let namespace = namespace(&client, "bad-input", true).await?;
+    let before = snapshot(&client, &[&namespace]).await?;
+    let started = std::time::Instant::now();
     let mut failures = Vec::new();
     let mut kinds = std::collections::BTreeSet::new();
     for case in &cases {
@@ -483,7 +646,7 @@ async fn every_bad_object_is_denied_naming_the_field_and_nothing_is_created() ->
         match api.create(&PostParams::default(), &object).await {
             Ok(_) => {
                 failures.push(format!("{}: admitted", case.id));
-                let _ = api.delete(&name, &DeleteParams::background()).await;
+                remove(&api, &name).await;
             }
             Err(kube::Error::Api(status)) => {
                 if let Err(problem) = judge(case, Some(u64::from(status.code)), &status.message) {
@@ -507,6 +670,16 @@ async fn every_bad_object_is_denied_naming_the_field_and_nothing_is_created() ->
             failures.push(format!("{kind} objects left behind: {left:?}"));
         }
     }
+    failures.extend(changes(&before, &snapshot(&client, &[&namespace]).await?));
+    if let Err(error) = wait_consistent(&client, Some(&namespace), TIMEOUT).await {
+        failures.push(format!("{error:#}"));
+    }
+    eprintln!(
+        "webhook: {} cases in {:.1}s",
+        cases.len(),
+        started.elapsed().as_secs_f64()
+    );
+    delete_namespace(&client, &namespace).await;
     report("webhook", cases.len(), &failures)
 }
 
@@ -625,11 +798,14 @@ async fn traces_of(client: &Client, pod: &PodRef) -> anyhow::Result<Vec<String>>
 async fn every_bad_cni_call_fails_naming_the_field_and_allocates_nothing() -> anyhow::Result<()> {
     let cases = cases("cni")?;
     // The pools and subnet the annotations name, judged and created like the webhook suite's.
-    let (client, _) = webhook_setup().await?;
+    let _turn = TURN.lock().await;
+    let client = webhook_setup().await?;
     let scratch = Scratch::new("bad-input")?;
     let node =
         SimNode::create(&client, &scratch, &[], "enableIPv4: true\nenableIPv6: true").await?;
     let plain = namespace(&client, "bad-input-cni", false).await?;
+    let before = snapshot(&client, &[&plain]).await?;
+    let started = std::time::Instant::now();
     let mut failures = Vec::new();
     for case in &cases {
         let namespace = match case.template["namespace_annotations"].as_object() {
@@ -718,12 +894,21 @@ async fn every_bad_cni_call_fails_naming_the_field_and_allocates_nothing() -> an
         }
         delete_pod_now(&client, &namespace, &pod.name).await?;
         if namespace != plain {
-            let _ = Api::<Namespace>::all(client.clone())
-                .delete(&namespace, &DeleteParams::default())
-                .await;
+            delete_namespace(&client, &namespace).await;
         }
     }
+    // Every case's pod is gone again; the fixtures and the namespace are as they were.
+    failures.extend(changes(&before, &snapshot(&client, &[&plain]).await?));
+    if let Err(error) = wait_consistent(&client, Some(&plain), TIMEOUT).await {
+        failures.push(format!("{error:#}"));
+    }
+    eprintln!(
+        "cni: {} cases in {:.1}s",
+        cases.len(),
+        started.elapsed().as_secs_f64()
+    );
     node.delete(&client).await?;
+    delete_namespace(&client, &plain).await;
     report("cni", cases.len(), &failures)
 }
 

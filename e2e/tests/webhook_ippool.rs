@@ -317,7 +317,8 @@ async fn ippool_subnets_and_addresses_may_not_overlap_and_names_are_unique() -> 
         .await,
         422,
         &[
-            "range 198.18.44.9-198.18.44.1 is reversed",
+            "spec.ips[0]: Invalid value: \"198.18.44.9-198.18.44.1\"",
+            "the first address 198.18.44.9 is greater than the last address 198.18.44.1",
             "write it as '198.18.44.1-198.18.44.9'",
         ],
     );

@@ -187,7 +187,7 @@ pub fn validate_create(
     if let Err(error) = validate_spec(pool, version, pools) {
         errors.push(error);
     }
-    errors.extend(validate_pod_affinity(pool));
+    errors.extend(validate_affinities(pool));
     if !errors.is_empty() {
         return Err(invalid(pool, errors));
     }
@@ -213,7 +213,7 @@ pub fn validate_update(
     let version =
         validate_ip_version(new.spec.ip_version, settings, MISSING_VERSION).map_err(one)?;
     validate_spec(new, version, pools).map_err(one)?;
-    let affinity = validate_pod_affinity(new);
+    let affinity = validate_affinities(new);
     if !affinity.is_empty() {
         return Err(invalid(new, affinity));
     }
@@ -360,6 +360,22 @@ fn validate_available_ips(
         }
     }
     Ok(())
+}
+
+/// The pool's three selectors. Upstream checks `podAffinity` only; a malformed namespace or
+/// node selector would make the pool silently match nothing, so they get the same label-selector
+/// rules.
+fn validate_affinities(pool: &SpiderIPPool) -> Vec<FieldError> {
+    let mut errors = validate_pod_affinity(pool);
+    for (selector, field) in [
+        (&pool.spec.namespace_affinity, "spec.namespaceAffinity"),
+        (&pool.spec.node_affinity, "spec.nodeAffinity"),
+    ] {
+        if let Some(selector) = selector {
+            errors.extend(validate_label_selector(selector, field));
+        }
+    }
+    errors
 }
 
 /// `validateIPPoolPodAffinity`.
@@ -787,6 +803,38 @@ mod tests {
         );
     }
 
+    // Found by the bad-input corpus: malformed namespace and node selectors were admitted.
+    #[test]
+    fn namespace_and_node_affinities_are_label_selectors() {
+        let mut candidate = v4_pool("p", "10.2.0.0/24", &[]);
+        candidate.spec.namespace_affinity =
+            Some(serde_json::from_value(json!({"matchLabels": {"-x": "y"}})).unwrap());
+        candidate.spec.node_affinity = Some(
+            serde_json::from_value(
+                json!({"matchExpressions": [{"key": "zone", "operator": "Gt", "values": ["a"]}]}),
+            )
+            .unwrap(),
+        );
+        let text = message(validate_create(
+            &candidate,
+            &[],
+            &OwnerSubnet::NotNeeded,
+            &settings(),
+        ));
+        assert!(
+            text.contains("spec.namespaceAffinity.matchLabels: Invalid value: \"-x\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("spec.nodeAffinity.matchExpressions[0].operator"),
+            "{text}"
+        );
+        candidate.spec.namespace_affinity =
+            Some(serde_json::from_value(json!({"matchLabels": {"team": "a"}})).unwrap());
+        candidate.spec.node_affinity = None;
+        assert!(validate_create(&candidate, &[], &OwnerSubnet::NotNeeded, &settings()).is_ok());
+    }
+
     #[test]
     fn pod_affinity_rules() {
         // G36
@@ -1002,7 +1050,7 @@ mod tests {
                 &OwnerSubnet::NotNeeded,
                 &settings()
             ))
-            .contains("range 10.5.0.9-10.5.0.1 is reversed")
+            .contains("spec.ips[0]: Invalid value: \"10.5.0.9-10.5.0.1\": invalid IP range format in IPv4 '10.5.0.9-10.5.0.1': the first address 10.5.0.9 is greater than the last address 10.5.0.1")
         );
         let missing_version = pool(json!({
             "apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "n"}, "spec": {"subnet": "bogus"}
