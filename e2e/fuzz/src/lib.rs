@@ -12,6 +12,8 @@
 //! - structured targets (selection, SpiderMultusConfig, admission reviews) take JSON, seeded
 //!   with the repository's samples and test vectors ([`seeds`]).
 
+#![forbid(unsafe_code)]
+
 pub mod seeds;
 pub mod targets;
 

@@ -6,6 +6,8 @@
 //!   instrumentation (to reproduce a crash under a debugger or with a backtrace).
 
 #![cfg_attr(fuzzing, no_main)]
+// The instrumented build exports libFuzzer's entry point, which is unsafe by nature.
+#![cfg_attr(not(fuzzing), forbid(unsafe_code))]
 
 #[cfg(fuzzing)]
 mod engine {
