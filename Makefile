@@ -17,6 +17,7 @@ help:
 	@echo "make run      build everything, start a local control plane, the controller-manager and the samples (Ctrl-C stops it all)"
 	@echo "make test     fmt check, clippy -D warnings, CRD drift check, unit + integration tests on a fresh control plane, then the RBAC audit of that run"
 	@echo "make bench    benchmarks against a fresh control plane (see docs/benchmarks.md)"
+	@echo "make fuzz     coverage-guided fuzzing of every parser on stable Rust (>= 10 million inputs, at most ~20 min)"
 	@echo "make crds     regenerate crds/ from the Rust types"
 	@echo "make testenv  build (or reuse) the test control plane binary and print its path"
 	@echo "make images   build the OCI image archives (controller-manager, node installer) and the kubectl-spiderpool plugin (static), and print their paths"
@@ -138,6 +139,13 @@ chaos: deps build
 	TESTENV=$$(e2e/testenv/build.sh | tail -n 1) SPIDERPOOL_BIN_DIR=$(BIN_DIR) \
 	  $(CARGO) test -p spiderpool-e2e --test chaos -- --ignored --nocapture 2>&1 | tee chaos.log | grep -E '^CHAOS|^test result|panicked'; \
 	status=$${PIPESTATUS[0]}; echo "make chaos took $$(( $$(date +%s) - start ))s"; exit $$status
+
+# libFuzzer on the stable toolchain (see e2e/fuzz/run.sh): 10.5 million inputs over eight targets,
+# two at a time, each target stopped by its wall-clock budget at the latest (1090 s in all, so
+# about 10 min of fuzzing on 2 jobs after the instrumented build); 10 s per input at most.
+.PHONY: fuzz
+fuzz:
+	e2e/fuzz/run.sh
 
 .PHONY: node-smoke
 node-smoke: deps

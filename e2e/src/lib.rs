@@ -10,6 +10,8 @@
 //! missing from `config/rbac` fails a suite, and `rbac-audit` ([`rbac_audit`]) finds the ones no
 //! suite used. The tests themselves act as cluster admin.
 
+#![forbid(unsafe_code)]
+
 pub mod invariants;
 pub mod rbac;
 pub mod rbac_audit;
@@ -555,8 +557,13 @@ pub fn controller_manager_command(
 ) -> anyhow::Result<Command> {
     let log = std::fs::File::create(log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut command = Command::new(binary("spiderpool-controller-manager"));
+    // `setpriv --pdeathsig` (util-linux, essential on Debian) asks for SIGTERM when the spawning
+    // thread exits, then execs the controller-manager in place (same pid): the suite needs no
+    // unsafe `pre_exec` for it.
+    let mut command = Command::new("setpriv");
     command
+        .args(["--pdeathsig", "TERM", "--"])
+        .arg(binary("spiderpool-controller-manager"))
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--admin-addr")
@@ -585,16 +592,6 @@ pub fn controller_manager_command(
 pub fn spawn_with_parent_death(mut command: Command) -> anyhow::Result<u32> {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let result = command.spawn();
         let spawned = result
             .map(|child| child.id())
@@ -633,4 +630,69 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<
         .with_context(|| format!("reading the answer of GET http://{addr}{path}"))?
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The value of one sample of an OpenMetrics text: `name` with exactly these labels (in any
+/// order). `None` when absent.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric_name, label_text) = match series.split_once('{') {
+            Some((metric_name, rest)) => (metric_name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric_name != name {
+            continue;
+        }
+        let found: std::collections::BTreeSet<(String, String)> = label_text
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .filter_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                Some((key.to_string(), value.trim_matches('"').to_string()))
+            })
+            .collect();
+        let wanted: std::collections::BTreeSet<(String, String)> = labels
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        if found == wanted {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
+/// `spiderpool_controller_reconcile_total{controller}` of `manager`: how many reconciliations
+/// (for the garbage collector: full scans) the controller has finished. Suites wait for it to
+/// advance before asserting that something did not happen.
+pub async fn reconciles(manager: &ControllerManager, controller: &str) -> anyhow::Result<f64> {
+    let (_, text) = http_get(manager.admin_addr, "/metrics").await?;
+    Ok(metric(
+        &text,
+        "spiderpool_controller_reconcile_total",
+        &[("controller", controller)],
+    )
+    .unwrap_or(0.0))
+}
+
+/// Waits until `controller` of `manager` has finished `more` reconciliations after `since`
+/// (a [`reconciles`] reading): the sign that it has seen a change made before `since`.
+pub async fn wait_reconciles(
+    manager: &ControllerManager,
+    controller: &str,
+    since: f64,
+    more: f64,
+) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{more} more {controller} reconciliations"),
+        Duration::from_secs(60),
+        || async { Ok((reconciles(manager, controller).await? >= since + more).then_some(())) },
+    )
+    .await
 }

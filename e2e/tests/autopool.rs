@@ -16,7 +16,20 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use spiderpool_api::SpiderIPPool;
-use spiderpool_e2e::{TestNamespace, client, controller_manager, wait_for};
+use spiderpool_e2e::{
+    TestNamespace, client, controller_manager, reconciles, wait_for, wait_reconciles,
+};
+
+/// Waits until the auto-pool controller has finished `more` reconciliations after `since` (a
+/// [`reconciles`] reading taken before the change): the sign it has looked at the change, before
+/// a test asserts that the change did nothing.
+async fn wait_autopool_reconciles(since: f64, more: f64) -> anyhow::Result<()> {
+    wait_reconciles(controller_manager(&[]).await?, "application", since, more).await
+}
+
+async fn autopool_reconciles() -> anyhow::Result<f64> {
+    reconciles(controller_manager(&[]).await?, "application").await
+}
 
 async fn setup(prefix: &str) -> anyhow::Result<(Client, TestNamespace)> {
     let client = client().await?;
@@ -213,6 +226,7 @@ async fn pool_sizes_follow_the_ip_number_annotation() -> anyhow::Result<()> {
         );
     }
     // A fixed size does not follow replicas; a flexible one does.
+    let since = autopool_reconciles().await?;
     scale_deployment(&client, &namespace.name, "fixed", 1).await?;
     scale_deployment(&client, &namespace.name, "flexible", 1).await?;
     wait_app_pools(
@@ -224,7 +238,7 @@ async fn pool_sizes_follow_the_ip_number_annotation() -> anyhow::Result<()> {
         |pools| pool_size(&pools[0]) == 3,
     )
     .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_autopool_reconciles(since, 2.0).await?;
     let fixed = app_pools(&client, "Deployment", &namespace.name, "fixed").await?;
     assert_eq!(pool_size(&fixed[0]), 5);
     check_subnet_consistent(&client, &subnet).await?;
@@ -294,6 +308,7 @@ async fn every_workload_kind_gets_an_auto_pool_and_host_network_ones_do_not() ->
     Api::<CronJob>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &cronjob)
         .await?;
+    let since = autopool_reconciles().await?;
     let host: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "host"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}}, "template": always(true)},
@@ -330,8 +345,9 @@ async fn every_workload_kind_gets_an_auto_pool_and_host_network_ones_do_not() ->
             kind
         );
     }
-    // The Deployment's ReplicaSet and the host-network Deployment get none.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The Deployment's ReplicaSet and the host-network Deployment get none, once the controller
+    // has reconciled the two Deployments created since `since`.
+    wait_autopool_reconciles(since, 2.0).await?;
     assert!(
         app_pools(&client, "Deployment", ns, "host")
             .await?
@@ -437,8 +453,9 @@ async fn scaling_a_deployment_resizes_its_pool_without_dropping_an_address_in_us
     );
 
     // Scale to 0 while the address is still held: the pool keeps it until it is released.
+    let since = autopool_reconciles().await?;
     scale_deployment(&client, ns, "web", 0).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_autopool_reconciles(since, 1.0).await?;
     let pools = app_pools(&client, "Deployment", ns, "web").await?;
     assert_eq!(
         pool_size(&pools[0]),
@@ -511,12 +528,13 @@ async fn deleted_workloads_lose_their_pools_unless_reclaim_is_off_and_a_successo
         label(&pools[0], "ipam.spidernet.io/ippool-reclaim"),
         "false"
     );
+    let since = autopool_reconciles().await?;
     deployments.delete("kept", &DeleteParams::default()).await?;
     wait_for("the Deployment to go", TIMEOUT, || async {
         Ok(deployments.get_opt("kept").await?.is_none().then_some(()))
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_autopool_reconciles(since, 1.0).await?;
     let pools = app_pools(&client, "Deployment", ns, "kept").await?;
     assert_eq!(
         pools.len(),
@@ -893,8 +911,10 @@ async fn pools_get_true_counts_and_keep_their_finalizer_while_addresses_are_allo
     })
     .await?;
     // Deleted while an address is allocated: it waits for the release.
+    let manager = controller_manager(&[]).await?;
+    let since = reconciles(manager, "ippool").await?;
     pools.delete(&pool, &DeleteParams::default()).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_reconciles(manager, "ippool", since, 1.0).await?;
     let terminating = pools.get(&pool).await?;
     assert!(terminating.metadata.deletion_timestamp.is_some());
     release_records(&client, &pool, "uid-a").await?;

@@ -33,6 +33,8 @@
 //! `delete` spiderendpoints; for third-party controllers' auto pools ([`autopool`]) `get`
 //! spidersubnets and `patch` spidersubnets/status.
 
+#![forbid(unsafe_code)]
+
 mod allocate;
 pub mod autopool;
 pub mod cas;
