@@ -17,10 +17,12 @@ help:
 	@echo "make run      build everything, start a local control plane, the controller-manager and the samples (Ctrl-C stops it all)"
 	@echo "make test     fmt check, clippy -D warnings, CRD drift check, unit + integration tests on a fresh control plane, then the RBAC audit of that run"
 	@echo "make bench    benchmarks against a fresh control plane (see docs/benchmarks.md)"
+	@echo "make fuzz     coverage-guided fuzzing of every parser on stable Rust (>= 10 million inputs, at most ~20 min)"
 	@echo "make crds     regenerate crds/ from the Rust types"
 	@echo "make testenv  build (or reuse) the test control plane binary and print its path"
 	@echo "make images   build the OCI image archives (controller-manager, node installer) and the kubectl-spiderpool plugin (static), and print their paths"
 	@echo "make node-smoke  (root) a real node next to the control plane; proves it and that the host is restored"
+	@echo "make chaos    the long chaos run (>= 10,000 operations, its own control plane; CHAOS_SEED replays, CHAOS_OPS sizes it)"
 
 ## System packages the tests need (Debian), the real node's included. Installs only what is missing.
 # iproute2, curl and containernetworking-plugins for the CNI suites; containerd, runc, umoci,
@@ -128,6 +130,22 @@ bench: deps
 	$(CARGO) build --workspace --bins --all-features --release
 	SPIDERPOOL_BIN_DIR=$(TARGET_DIR)/release e2e/scripts/with-testenv.sh --with-controller-manager -- \
 	  $(CARGO) test --release -p spiderpool-e2e -- --ignored --nocapture --test-threads=1 2>&1 | tee bench.log | grep -E '^BENCH|^test result|panicked'
+
+# The long chaos run (e2e/tests/chaos.rs): its own control plane, which it restarts; the short
+# run is part of `make test`. Prints the seed, the operations by kind, kills and restarts.
+.PHONY: chaos
+chaos: deps build
+	@start=$$(date +%s); \
+	TESTENV=$$(e2e/testenv/build.sh | tail -n 1) SPIDERPOOL_BIN_DIR=$(BIN_DIR) \
+	  $(CARGO) test -p spiderpool-e2e --test chaos -- --ignored --nocapture 2>&1 | tee chaos.log | grep -E '^CHAOS|^test result|panicked'; \
+	status=$${PIPESTATUS[0]}; echo "make chaos took $$(( $$(date +%s) - start ))s"; exit $$status
+
+# libFuzzer on the stable toolchain (see e2e/fuzz/run.sh): 10.5 million inputs over eight targets,
+# two at a time, each target stopped by its wall-clock budget at the latest (1090 s in all, so
+# about 10 min of fuzzing on 2 jobs after the instrumented build); 10 s per input at most.
+.PHONY: fuzz
+fuzz:
+	e2e/fuzz/run.sh
 
 .PHONY: node-smoke
 node-smoke: deps

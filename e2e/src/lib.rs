@@ -10,6 +10,8 @@
 //! missing from `config/rbac` fails a suite, and `rbac-audit` ([`rbac_audit`]) finds the ones no
 //! suite used. The tests themselves act as cluster admin.
 
+#![forbid(unsafe_code)]
+
 pub mod invariants;
 pub mod rbac;
 pub mod rbac_audit;
@@ -39,11 +41,26 @@ pub fn install_crypto_provider() {
     });
 }
 
+/// The control plane of a test binary that starts its own (see [`use_own_control_plane`]).
+static OWN_CONTROL_PLANE: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+
+/// For a test binary that brings up its own control plane (the chaos suite restarts it): every
+/// helper of this crate then uses `kubeconfig` and writes its files under `dir` instead of the
+/// shared control plane's. Call it once, before any other helper.
+pub fn use_own_control_plane(kubeconfig: PathBuf, dir: PathBuf) -> anyhow::Result<()> {
+    OWN_CONTROL_PLANE
+        .set((kubeconfig, dir))
+        .map_err(|_| anyhow::anyhow!("the control plane of this test binary is already chosen"))
+}
+
 /// Path of the kubeconfig of the running control plane.
 ///
 /// Integration tests are meant to be run by `make test`; run directly they fail here with a
 /// message saying how to run them instead of silently passing.
 pub fn kubeconfig_path() -> PathBuf {
+    if let Some((kubeconfig, _)) = OWN_CONTROL_PLANE.get() {
+        return kubeconfig.clone();
+    }
     match std::env::var_os(KUBECONFIG_ENV) {
         Some(path) => PathBuf::from(path),
         None => panic!(
@@ -338,6 +355,9 @@ pub async fn service_account_kubeconfig(
 /// The directory for this run's files: the control plane's (`SPIDERPOOL_E2E_DIR`) or a temporary
 /// one.
 pub fn run_dir() -> PathBuf {
+    if let Some((_, dir)) = OWN_CONTROL_PLANE.get() {
+        return dir.clone();
+    }
     std::env::var_os("SPIDERPOOL_E2E_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
@@ -519,10 +539,31 @@ fn start_controller_manager(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<
         })
         .unwrap_or_else(|| "e2e".into());
     let log_path = run_dir().join(format!("controller-manager-{binary_name}.log"));
-    let log = std::fs::File::create(&log_path)
+    let command = controller_manager_command(kubeconfig, admin_addr, args, &log_path)?;
+    spawn_with_parent_death(command)?;
+    Ok(ControllerManager {
+        admin_addr,
+        log_path,
+    })
+}
+
+/// The controller-manager's command line as the suites run it: in `kube-system` with the
+/// kubeconfig of its ServiceAccount, the admin server on `admin_addr`, stderr to `log_path`.
+pub fn controller_manager_command(
+    kubeconfig: &Path,
+    admin_addr: std::net::SocketAddr,
+    args: &[&str],
+    log_path: &Path,
+) -> anyhow::Result<Command> {
+    let log = std::fs::File::create(log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut command = Command::new(binary("spiderpool-controller-manager"));
+    // `setpriv --pdeathsig` (util-linux, essential on Debian) asks for SIGTERM when the spawning
+    // thread exits, then execs the controller-manager in place (same pid): the suite needs no
+    // unsafe `pre_exec` for it.
+    let mut command = Command::new("setpriv");
     command
+        .args(["--pdeathsig", "TERM", "--"])
+        .arg(binary("spiderpool-controller-manager"))
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--admin-addr")
@@ -541,20 +582,16 @@ fn start_controller_manager(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<
         )
         .stdout(std::process::Stdio::null())
         .stderr(log);
-    // The child must be spawned by a thread that lives as long as the process: the parent-death
-    // signal fires when the spawning *thread* exits.
+    Ok(command)
+}
+
+/// Spawns `command` with a parent-death signal (SIGTERM) so it never outlives the test binary;
+/// returns its pid. The spawning thread lives as long as the process: the parent-death signal
+/// fires when the spawning *thread* exits. The child is never waited for (the test binary's
+/// exit reaps it); callers that kill it wait with `waitpid` themselves if they need to.
+pub fn spawn_with_parent_death(mut command: Command) -> anyhow::Result<u32> {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let result = command.spawn();
         let spawned = result
             .map(|child| child.id())
@@ -566,12 +603,8 @@ fn start_controller_manager(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<
     });
     receiver
         .recv()
-        .context("controller-manager spawner thread")?
-        .map_err(|error| anyhow::anyhow!("spawning the controller-manager: {error}"))?;
-    Ok(ControllerManager {
-        admin_addr,
-        log_path,
-    })
+        .context("spawner thread")?
+        .map_err(|error| anyhow::anyhow!("spawning {error}"))
 }
 
 /// A GET of the admin server (plain HTTP on loopback); returns status and body.
@@ -597,4 +630,69 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<
         .with_context(|| format!("reading the answer of GET http://{addr}{path}"))?
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The value of one sample of an OpenMetrics text: `name` with exactly these labels (in any
+/// order). `None` when absent.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric_name, label_text) = match series.split_once('{') {
+            Some((metric_name, rest)) => (metric_name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric_name != name {
+            continue;
+        }
+        let found: std::collections::BTreeSet<(String, String)> = label_text
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .filter_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                Some((key.to_string(), value.trim_matches('"').to_string()))
+            })
+            .collect();
+        let wanted: std::collections::BTreeSet<(String, String)> = labels
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        if found == wanted {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
+/// `spiderpool_controller_reconcile_total{controller}` of `manager`: how many reconciliations
+/// (for the garbage collector: full scans) the controller has finished. Suites wait for it to
+/// advance before asserting that something did not happen.
+pub async fn reconciles(manager: &ControllerManager, controller: &str) -> anyhow::Result<f64> {
+    let (_, text) = http_get(manager.admin_addr, "/metrics").await?;
+    Ok(metric(
+        &text,
+        "spiderpool_controller_reconcile_total",
+        &[("controller", controller)],
+    )
+    .unwrap_or(0.0))
+}
+
+/// Waits until `controller` of `manager` has finished `more` reconciliations after `since`
+/// (a [`reconciles`] reading): the sign that it has seen a change made before `since`.
+pub async fn wait_reconciles(
+    manager: &ControllerManager,
+    controller: &str,
+    since: f64,
+    more: f64,
+) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{more} more {controller} reconciliations"),
+        Duration::from_secs(60),
+        || async { Ok((reconciles(manager, controller).await? >= since + more).then_some(())) },
+    )
+    .await
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -30,19 +31,48 @@ type pki struct {
 	token                   string
 }
 
-// writePKI generates fresh credentials on every start; nothing is reused from an earlier run.
-func writePKI(dir string) (*pki, error) {
+// pkiPaths are where the credentials of DIR live.
+func pkiPaths(dir string) *pki {
 	pdir := filepath.Join(dir, "pki")
-	if err := os.MkdirAll(pdir, 0o700); err != nil {
-		return nil, err
-	}
-	p := &pki{
+	return &pki{
 		servingCert: filepath.Join(pdir, "apiserver.crt"),
 		servingKey:  filepath.Join(pdir, "apiserver.key"),
 		caCert:      filepath.Join(pdir, "ca.crt"),
 		saKey:       filepath.Join(pdir, "sa.key"),
 		tokenFile:   filepath.Join(dir, "token.csv"),
 	}
+}
+
+// loadPKI reuses the credentials of an earlier run of DIR (for --keep-data): the same CA,
+// serving certificate, service-account signing key and admin token, so that clients which
+// survive a restart of the control plane (kubeconfigs, ServiceAccount tokens, processes with
+// open connections) reconnect. Nil when any file is missing.
+func loadPKI(dir string) *pki {
+	p := pkiPaths(dir)
+	for _, f := range []string{p.servingCert, p.servingKey, p.caCert, p.saKey} {
+		if _, err := os.Stat(f); err != nil {
+			return nil
+		}
+	}
+	csv, err := os.ReadFile(p.tokenFile)
+	if err != nil {
+		return nil
+	}
+	token, _, found := strings.Cut(string(csv), ",")
+	if !found || token == "" {
+		return nil
+	}
+	p.token = token
+	return p
+}
+
+// writePKI generates fresh credentials for DIR.
+func writePKI(dir string) (*pki, error) {
+	pdir := filepath.Join(dir, "pki")
+	if err := os.MkdirAll(pdir, 0o700); err != nil {
+		return nil, err
+	}
+	p := pkiPaths(dir)
 
 	// GenerateSelfSignedCertKey returns the leaf followed by the CA that signed it. The leaf has
 	// IP SAN 127.0.0.1 and DNS SAN localhost, which is what clients dialing 127.0.0.1 verify.

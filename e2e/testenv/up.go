@@ -41,7 +41,7 @@ func parseUpFlags(argv []string) (*upOptions, bool) {
 	fs.BoolVar(&o.withNode, "with-node", false, "also run a real node: containerd, kube-scheduler, kubelet, Multus (root only; implies --with-controller-manager)")
 	nics := fs.String("underlay-nics", "tu0,tu1", "with --with-node: veth pairs NAME/NAME-peer to create as the node's underlay NICs")
 	fs.IntVar(&o.port, "port", 0, "apiserver port on 127.0.0.1 (0: pick a free one)")
-	fs.BoolVar(&o.keepData, "keep-data", false, "reuse DIR/etcd from an earlier run instead of starting empty")
+	fs.BoolVar(&o.keepData, "keep-data", false, "reuse DIR/etcd and DIR/pki (CA, certificates, tokens) from an earlier run instead of starting empty")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "give up if not ready within this time")
 	if err := fs.Parse(argv); err != nil || o.dir == "" || fs.NArg() != 0 {
 		return nil, false
@@ -139,8 +139,13 @@ type cluster struct {
 func (c *cluster) start(apiCmd *cobra.Command) error {
 	c.deadline = time.After(c.opts.timeout)
 	var err error
-	if c.p, err = writePKI(c.dir); err != nil {
-		return err
+	if c.opts.keepData {
+		c.p = loadPKI(c.dir)
+	}
+	if c.p == nil {
+		if c.p, err = writePKI(c.dir); err != nil {
+			return err
+		}
 	}
 	if c.node != nil {
 		// containerd, images, CNI config and underlay NICs do not need the control plane:

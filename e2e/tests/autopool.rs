@@ -12,11 +12,24 @@ use std::time::{Duration, Instant};
 use autopool_support::*;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use spiderpool_api::SpiderIPPool;
-use spiderpool_e2e::{TestNamespace, client, controller_manager, wait_for};
+use spiderpool_e2e::{
+    TestNamespace, client, controller_manager, reconciles, wait_for, wait_reconciles,
+};
+
+/// Waits until the auto-pool controller has finished `more` reconciliations after `since` (a
+/// [`reconciles`] reading taken before the change): the sign it has looked at the change, before
+/// a test asserts that the change did nothing.
+async fn wait_autopool_reconciles(since: f64, more: f64) -> anyhow::Result<()> {
+    wait_reconciles(controller_manager(&[]).await?, "application", since, more).await
+}
+
+async fn autopool_reconciles() -> anyhow::Result<f64> {
+    reconciles(controller_manager(&[]).await?, "application").await
+}
 
 async fn setup(prefix: &str) -> anyhow::Result<(Client, TestNamespace)> {
     let client = client().await?;
@@ -168,6 +181,7 @@ async fn a_deployment_gets_one_pool_per_interface_and_family() -> anyhow::Result
     for subnet in [&v4, &v6, &net1] {
         check_subnet_consistent(&client, subnet).await?;
     }
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     for subnet in [&v4, &v6, &net1] {
         delete_subnet(&client, subnet).await?;
@@ -212,6 +226,7 @@ async fn pool_sizes_follow_the_ip_number_annotation() -> anyhow::Result<()> {
         );
     }
     // A fixed size does not follow replicas; a flexible one does.
+    let since = autopool_reconciles().await?;
     scale_deployment(&client, &namespace.name, "fixed", 1).await?;
     scale_deployment(&client, &namespace.name, "flexible", 1).await?;
     wait_app_pools(
@@ -223,10 +238,11 @@ async fn pool_sizes_follow_the_ip_number_annotation() -> anyhow::Result<()> {
         |pools| pool_size(&pools[0]) == 3,
     )
     .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_autopool_reconciles(since, 2.0).await?;
     let fixed = app_pools(&client, "Deployment", &namespace.name, "fixed").await?;
     assert_eq!(pool_size(&fixed[0]), 5);
     check_subnet_consistent(&client, &subnet).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_subnet(&client, &subnet).await?;
     Ok(())
@@ -292,6 +308,7 @@ async fn every_workload_kind_gets_an_auto_pool_and_host_network_ones_do_not() ->
     Api::<CronJob>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &cronjob)
         .await?;
+    let since = autopool_reconciles().await?;
     let host: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "host"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}}, "template": always(true)},
@@ -328,8 +345,9 @@ async fn every_workload_kind_gets_an_auto_pool_and_host_network_ones_do_not() ->
             kind
         );
     }
-    // The Deployment's ReplicaSet and the host-network Deployment get none.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The Deployment's ReplicaSet and the host-network Deployment get none, once the controller
+    // has reconciled the two Deployments created since `since`.
+    wait_autopool_reconciles(since, 2.0).await?;
     assert!(
         app_pools(&client, "Deployment", ns, "host")
             .await?
@@ -346,6 +364,7 @@ async fn every_workload_kind_gets_an_auto_pool_and_host_network_ones_do_not() ->
         );
     }
     check_subnet_consistent(&client, &subnet).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_subnet(&client, &subnet).await?;
     Ok(())
@@ -434,8 +453,9 @@ async fn scaling_a_deployment_resizes_its_pool_without_dropping_an_address_in_us
     );
 
     // Scale to 0 while the address is still held: the pool keeps it until it is released.
+    let since = autopool_reconciles().await?;
     scale_deployment(&client, ns, "web", 0).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_autopool_reconciles(since, 1.0).await?;
     let pools = app_pools(&client, "Deployment", ns, "web").await?;
     assert_eq!(
         pool_size(&pools[0]),
@@ -443,11 +463,22 @@ async fn scaling_a_deployment_resizes_its_pool_without_dropping_an_address_in_us
         "scale-down waits for the pod to free its address"
     );
     release_records(&client, &pool, &pod.uid().unwrap_or_default()).await?;
+    // The rest of the plugin's DEL: the endpoint goes with its records.
+    let endpoints: Api<spiderpool_api::SpiderEndpoint> = Api::namespaced(client.clone(), ns);
+    endpoints
+        .patch(
+            "holder",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+    endpoints.delete("holder", &DeleteParams::default()).await?;
     wait_app_pools(&client, "Deployment", ns, "web", 1, |pools| {
         pool_size(&pools[0]) == 0
     })
     .await?;
     check_subnet_consistent(&client, &subnet).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_subnet(&client, &subnet).await?;
     Ok(())
@@ -497,12 +528,13 @@ async fn deleted_workloads_lose_their_pools_unless_reclaim_is_off_and_a_successo
         label(&pools[0], "ipam.spidernet.io/ippool-reclaim"),
         "false"
     );
+    let since = autopool_reconciles().await?;
     deployments.delete("kept", &DeleteParams::default()).await?;
     wait_for("the Deployment to go", TIMEOUT, || async {
         Ok(deployments.get_opt("kept").await?.is_none().then_some(()))
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_autopool_reconciles(since, 1.0).await?;
     let pools = app_pools(&client, "Deployment", ns, "kept").await?;
     assert_eq!(
         pools.len(),
@@ -565,6 +597,7 @@ async fn deleted_workloads_lose_their_pools_unless_reclaim_is_off_and_a_successo
     )
     .await?;
     check_subnet_consistent(&client, &subnet).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_subnet(&client, &subnet).await?;
     Ok(())
@@ -608,6 +641,7 @@ async fn an_exhausted_subnet_gives_a_clear_warning_event() -> anyhow::Result<()>
     })
     .await?;
     check_subnet_consistent(&client, &subnet).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_subnet(&client, &subnet).await?;
     Ok(())
@@ -786,6 +820,7 @@ async fn thirty_deployments_churning_on_one_subnet_leave_it_exactly_as_found() -
         scaled.as_secs_f64(),
         deleted.as_secs_f64()
     );
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_subnet(&client, &subnet).await?;
     Ok(())
@@ -817,6 +852,7 @@ async fn auto_pools_exist_soon_after_deployment_create() -> anyhow::Result<()> {
         percentile(&latencies, 100.0).as_secs_f64() * 1000.0,
         total.as_secs_f64()
     );
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     wait_for("auto pools reclaimed", TIMEOUT, || async {
         let pools = Api::<SpiderIPPool>::all(client.clone())
@@ -875,8 +911,10 @@ async fn pools_get_true_counts_and_keep_their_finalizer_while_addresses_are_allo
     })
     .await?;
     // Deleted while an address is allocated: it waits for the release.
+    let manager = controller_manager(&[]).await?;
+    let since = reconciles(manager, "ippool").await?;
     pools.delete(&pool, &DeleteParams::default()).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_reconciles(manager, "ippool", since, 1.0).await?;
     let terminating = pools.get(&pool).await?;
     assert!(terminating.metadata.deletion_timestamp.is_some());
     release_records(&client, &pool, "uid-a").await?;
@@ -884,6 +922,7 @@ async fn pools_get_true_counts_and_keep_their_finalizer_while_addresses_are_allo
         Ok(pools.get_opt(&pool).await?.is_none().then_some(()))
     })
     .await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     Ok(())
 }
@@ -912,6 +951,7 @@ async fn a_reclaimable_auto_pool_whose_workload_is_gone_is_deleted() -> anyhow::
         Ok(pools.get_opt(&pool).await?.is_none().then_some(()))
     })
     .await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     Ok(())
 }
@@ -954,6 +994,7 @@ async fn deleting_a_subnet_deletes_its_pools_first() -> anyhow::Result<()> {
             .await?
             .is_empty()
     );
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     Ok(())
 }

@@ -16,7 +16,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use spiderpool_api::SpiderEndpoint;
 use spiderpool_e2e::{
-    ControllerManager, TestNamespace, client, controller_manager, http_get, wait_for,
+    ControllerManager, TestNamespace, client, controller_manager, http_get, reconciles, wait_for,
+    wait_reconciles,
 };
 
 /// Short GC timings so the suite is quick: trace every second, one second of extra grace, a
@@ -31,6 +32,8 @@ const GC_FLAGS: &[&str] = &[
     "--gc-interval",
     "5s",
 ];
+/// Past the fresh window: records this old are judged, not kept as fresh. Waiting it out ages a
+/// record (a precondition); no assertion rests on it alone.
 const FRESH: Duration = Duration::from_secs(4);
 
 async fn setup(
@@ -71,14 +74,25 @@ async fn wait_released(client: &Client, pool: &str, address: &str) -> anyhow::Re
     .await
 }
 
-async fn gc_releases(manager: &ControllerManager, reason: &str) -> anyhow::Result<f64> {
+async fn gc_counter(manager: &ControllerManager, name: &str, reason: &str) -> anyhow::Result<f64> {
     let (_, text) = http_get(manager.admin_addr, "/metrics").await?;
-    Ok(metric(
-        &text,
-        "spiderpool_ip_gc_counts_total",
-        &[("reason", reason)],
-    )
-    .unwrap_or(0.0))
+    Ok(metric(&text, name, &[("reason", reason)]).unwrap_or(0.0))
+}
+
+async fn gc_releases(manager: &ControllerManager, reason: &str) -> anyhow::Result<f64> {
+    gc_counter(manager, "spiderpool_ip_gc_counts_total", reason).await
+}
+
+/// Records the collector judged and kept for `reason`.
+async fn gc_keeps(manager: &ControllerManager, reason: &str) -> anyhow::Result<f64> {
+    gc_counter(manager, "spiderpool_ip_gc_kept_counts_total", reason).await
+}
+
+/// Waits for two more full scans: the second starts a scan interval after the first ends, so
+/// at least one whole scan ran after this call, on what the cluster holds now.
+async fn wait_two_full_scans(manager: &ControllerManager) -> anyhow::Result<()> {
+    let since = reconciles(manager, "gc").await?;
+    wait_reconciles(manager, "gc", since, 2.0).await
 }
 
 #[tokio::test]
@@ -100,6 +114,7 @@ async fn a_pod_deleted_without_cni_del_loses_its_address_and_endpoint() -> anyho
     })
     .await?;
     assert!(gc_releases(manager, "pod_not_found").await? > released_before);
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_pool(&client, &pool).await?;
     Ok(())
@@ -134,11 +149,10 @@ async fn a_deleted_namespace_loses_its_addresses() -> anyhow::Result<()> {
         Ok(namespaces.get_opt(&ns).await?.is_none().then_some(()))
     })
     .await?;
+    let left = pods.list(&Default::default()).await?.items;
     assert!(
-        pods.list(&Default::default())
-            .await
-            .map(|list| list.items.is_empty())
-            .unwrap_or(true)
+        left.is_empty(),
+        "pods left in the deleted namespace: {left:?}"
     );
     delete_pool(&client, &pool).await?;
     Ok(())
@@ -147,7 +161,7 @@ async fn a_deleted_namespace_loses_its_addresses() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_running_pod_keeps_its_address_when_a_same_named_pod_elsewhere_goes() -> anyhow::Result<()>
 {
-    let (client, first, _) = setup("gc-same-a").await?;
+    let (client, first, manager) = setup("gc-same-a").await?;
     let second = TestNamespace::create(&client, "gc-same-b").await?;
     let pool = pool(&client, "gc-same").await?;
     let node = create_node(&client, true).await?;
@@ -161,8 +175,8 @@ async fn a_running_pod_keeps_its_address_when_a_same_named_pod_elsewhere_goes() 
 
     force_delete_pod(&client, &second.name, "web").await?;
     wait_released(&client, &pool, &gone).await?;
-    // Two more full scans and traces: the running pod's address stays.
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    // Two more full scans: the running pod's address stays.
+    wait_two_full_scans(manager).await?;
     let records = pool_records(&client, &pool).await?;
     assert_eq!(
         records.get(&kept).map(String::as_str),
@@ -179,7 +193,7 @@ async fn a_running_pod_keeps_its_address_when_a_same_named_pod_elsewhere_goes() 
 
 #[tokio::test]
 async fn statefulset_members_keep_their_addresses_until_scaled_away() -> anyhow::Result<()> {
-    let (client, namespace, _) = setup("gc-sts").await?;
+    let (client, namespace, manager) = setup("gc-sts").await?;
     let ns = namespace.name.as_str();
     let pool = pool(&client, "gc-sts").await?;
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
@@ -212,8 +226,9 @@ async fn statefulset_members_keep_their_addresses_until_scaled_away() -> anyhow:
             .filter(|pod| pod.uid().unwrap_or_default() != first_uid))
     })
     .await?;
-    // Past the grace, the fresh window and a full scan: the member keeps record and endpoint.
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    // Two full scans later (the second starts a scan interval after the first, past the one
+    // second of grace): the member keeps record and endpoint.
+    wait_two_full_scans(manager).await?;
     let records = pool_records(&client, &pool).await?;
     assert_eq!(
         records.get(&address).map(String::as_str),
@@ -235,6 +250,7 @@ async fn statefulset_members_keep_their_addresses_until_scaled_away() -> anyhow:
     })
     .await?;
     statefulsets.delete("db", &DeleteParams::default()).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_pool(&client, &pool).await?;
     Ok(())
@@ -242,16 +258,21 @@ async fn statefulset_members_keep_their_addresses_until_scaled_away() -> anyhow:
 
 #[tokio::test]
 async fn a_fresh_allocation_is_never_collected() -> anyhow::Result<()> {
-    let (client, namespace, _) = setup("gc-fresh").await?;
+    let (client, namespace, manager) = setup("gc-fresh").await?;
     let ns = namespace.name.as_str();
     let pool = pool(&client, "gc-fresh").await?;
     let node = create_node(&client, true).await?;
     // A record and endpoint for a pod the collector cannot find (an ADD racing a deletion, or a
     // cache that has not seen the pod yet): kept for the fresh window, collected after it.
     let pod = create_pod(&client, ns, "racer", &node, json!({})).await?;
+    let kept_before = gc_keeps(manager, "fresh").await?;
     let address = allocate(&client, &pool, &pod, false).await?;
     force_delete_pod(&client, ns, "racer").await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The collector traces the deleted pod, judges its record and keeps it as fresh.
+    wait_for("the collector to keep a fresh record", TIMEOUT, || async {
+        Ok((gc_keeps(manager, "fresh").await? > kept_before).then_some(()))
+    })
+    .await?;
     assert!(
         pool_records(&client, &pool).await?.contains_key(&address),
         "a fresh allocation stays during the fresh window"
@@ -261,10 +282,12 @@ async fn a_fresh_allocation_is_never_collected() -> anyhow::Result<()> {
     // A pending pod (its ADD still running) keeps its address however old.
     let pending = create_pod(&client, ns, "pending", &node, json!({})).await?;
     let held = allocate(&client, &pool, &pending, false).await?;
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    tokio::time::sleep(FRESH).await;
+    wait_two_full_scans(manager).await?;
     assert!(pool_records(&client, &pool).await?.contains_key(&held));
     force_delete_pod(&client, ns, "pending").await?;
     wait_released(&client, &pool, &held).await?;
+    spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
     delete_pool(&client, &pool).await?;
     Ok(())

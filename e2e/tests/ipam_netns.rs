@@ -11,7 +11,6 @@
 
 mod ipam_support;
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -66,9 +65,8 @@ fn ip(args: &[&str]) -> anyhow::Result<String> {
 }
 
 fn prerequisites() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
     ensure!(
-        unsafe { libc::geteuid() } == 0,
+        nix::unistd::geteuid().is_root(),
         "this suite creates network namespaces and must run as root"
     );
     ensure!(
@@ -99,9 +97,8 @@ async fn forward_into(netns: &Netns, address: &str) -> anyhow::Result<()> {
     // `setns` affects only the calling thread; the socket keeps the namespace it was made in.
     let listener = std::thread::spawn(move || -> anyhow::Result<std::net::TcpListener> {
         let file = std::fs::File::open(&path)?;
-        // SAFETY: a valid namespace fd; only this short-lived thread changes namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        ensure!(rc == 0, "setns: {}", std::io::Error::last_os_error());
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|error| anyhow::anyhow!("setns: {error}"))?;
         let listener = std::net::TcpListener::bind(&bind)?;
         listener.set_nonblocking(true)?;
         Ok(listener)

@@ -11,7 +11,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use spiderpool_api::{NetworkAttachmentDefinition, SpiderMultusConfig};
-use spiderpool_e2e::{TestNamespace, client, controller_manager, wait_for};
+use spiderpool_e2e::{
+    TestNamespace, client, controller_manager, reconciles, wait_for, wait_reconciles,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const COORDINATOR: &str =
@@ -191,7 +193,8 @@ async fn edits_are_followed_and_a_deleted_nad_comes_back() -> anyhow::Result<()>
         Some("net")
     );
 
-    // A deleted NAD is re-created promptly (the controller watches the NADs it owns).
+    // A deleted NAD is re-created (the controller watches the NADs it owns; how fast is a
+    // benchmark's business, not this test's).
     let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(client.clone(), &ns);
     let old_uid = nad.metadata.uid.clone();
     let deleted_at = Instant::now();
@@ -201,9 +204,7 @@ async fn edits_are_followed_and_a_deleted_nad_comes_back() -> anyhow::Result<()>
         nad.metadata.uid != old_uid
     })
     .await?;
-    let took = deleted_at.elapsed();
-    eprintln!("deleted NAD re-created after {took:?}");
-    assert!(took < Duration::from_secs(5), "re-creation took {took:?}");
+    eprintln!("deleted NAD re-created after {:?}", deleted_at.elapsed());
     assert!(config(&recreated).is_some_and(|c| c.contains("bond0.200")));
 
     namespace.delete().await
@@ -383,15 +384,25 @@ async fn a_nad_in_its_desired_state_is_not_rewritten() -> anyhow::Result<()> {
         config(nad).is_some_and(|config| config.contains(r#""vlanID":200"#))
     })
     .await?;
-    // Let the reconciles triggered by the NADs' own creation and update run.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let before: Vec<String> =
         futures::future::try_join_all(["plain", "sriov"].map(|name| nads.get(name)))
             .await?
             .iter()
             .map(|nad| nad.resource_version().unwrap_or_default())
             .collect();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both SMCs reconciled again after that read (a label: the NAD copies annotations only, so
+    // its desired state stays put); the reconcile counter is the sign they ran.
+    let manager = controller_manager(&[]).await?;
+    let since = reconciles(manager, "multusconfig").await?;
+    for name in ["plain", "sriov"] {
+        smcs.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"spiderpool-e2e/touched": "yes"}}})),
+        )
+        .await?;
+    }
+    wait_reconciles(manager, "multusconfig", since, 2.0).await?;
     for (name, version) in ["plain", "sriov"].into_iter().zip(before) {
         let now = nads.get(name).await?.resource_version().unwrap_or_default();
         assert_eq!(now, version, "net-attach-def {name} was rewritten");

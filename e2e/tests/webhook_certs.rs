@@ -238,9 +238,9 @@ fn malformed_reviews_are_denied_not_crashed_on() {
 
 /// Direct HTTPS POSTs of AdmissionReviews (no API server in the path), over one keep-alive
 /// connection, one at a time. The IPPool validation lists every pool from the API server on
-/// each review (upstream's uncached read); the ReservedIP one is pure.
-#[test]
-fn admission_latency_over_1000_reviews() {
+/// each review (upstream's uncached read); the ReservedIP one is pure. `count` reviews per path,
+/// each must be allowed; one report line per path.
+fn reviews_over_one_connection(count: usize) -> Vec<String> {
     let suite = start();
     let mut stream = connect(suite, &[b"http/1.1"]);
     let mut report = Vec::new();
@@ -263,8 +263,8 @@ fn admission_latency_over_1000_reviews() {
                    "metadata": {"name": "latency-probe"}, "spec": {"ipVersion": 4, "ips": ["198.19.101.1-198.19.101.9"]}}),
         ),
     ] {
-        let mut durations = Vec::with_capacity(1000);
-        for index in 0..1000 {
+        let mut durations = Vec::with_capacity(count);
+        for index in 0..count {
             let body = review(&format!("uid-{index}"), "CREATE", object.clone());
             let started = Instant::now();
             let (status, answer) = post(&mut stream, path, &body);
@@ -276,13 +276,25 @@ fn admission_latency_over_1000_reviews() {
         durations.sort();
         let (p50, p99) = (percentile(&durations, 0.50), percentile(&durations, 0.99));
         report.push(format!(
-            "{path}: p50 {p50:?} p99 {p99:?} max {:?}",
-            durations[durations.len() - 1]
+            "{path}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0,
+            durations[durations.len() - 1].as_secs_f64() * 1000.0
         ));
-        assert!(p99 < Duration::from_secs(1), "p99 {p99:?} for {path}");
     }
-    eprintln!(
-        "admission latency over 1000 direct HTTPS reviews each:\n  {}",
-        report.join("\n  ")
-    );
+    report
+}
+
+#[test]
+fn repeated_reviews_over_one_connection_are_all_answered() {
+    assert_eq!(reviews_over_one_connection(20).len(), 3);
+}
+
+/// Latency of 1000 direct reviews per path (`make bench`; reported, not asserted).
+#[test]
+#[ignore = "benchmark: run by make bench"]
+fn bench_admission_latency_over_1000_reviews() {
+    for line in reviews_over_one_connection(1000) {
+        println!("BENCH webhook direct HTTPS review {line}");
+    }
 }

@@ -317,7 +317,8 @@ async fn ippool_subnets_and_addresses_may_not_overlap_and_names_are_unique() -> 
         .await,
         422,
         &[
-            "range 198.18.44.9-198.18.44.1 is reversed",
+            "spec.ips[0]: Invalid value: \"198.18.44.9-198.18.44.1\"",
+            "the first address 198.18.44.9 is greater than the last address 198.18.44.1",
             "write it as '198.18.44.1-198.18.44.9'",
         ],
     );
@@ -557,11 +558,9 @@ async fn ippool_addresses_must_stay_inside_the_owner_subnet_and_auto_pools_match
     Ok(())
 }
 
-/// 1000 dry-run IPPool creates through the API server: each goes through the mutating and the
-/// validating webhook (two reviews) plus the API server's own work. Prints the percentiles.
-#[tokio::test]
-async fn admission_latency_through_the_api_server_over_1000_dry_run_creates() -> anyhow::Result<()>
-{
+/// `count` dry-run IPPool creates through the API server, each mutated (the `ips` merged) and
+/// validated: two reviews plus the API server's own work. Returns the sorted durations.
+async fn dry_run_creates(count: usize) -> anyhow::Result<Vec<Duration>> {
     let client = setup().await?;
     let pools: Api<SpiderIPPool> = Api::all(client.clone());
     let dry_run = PostParams {
@@ -572,8 +571,8 @@ async fn admission_latency_through_the_api_server_over_1000_dry_run_creates() ->
         &unique_name("latency"),
         json!({"subnet": "198.18.99.0/24", "ips": ["198.18.99.10", "198.18.99.1-198.18.99.9"]}),
     )?;
-    let mut durations = Vec::with_capacity(1000);
-    for _ in 0..1000 {
+    let mut durations = Vec::with_capacity(count);
+    for _ in 0..count {
         let started = std::time::Instant::now();
         let created = pools.create(&dry_run, &object).await?;
         durations.push(started.elapsed());
@@ -583,14 +582,28 @@ async fn admission_latency_through_the_api_server_over_1000_dry_run_creates() ->
         );
     }
     durations.sort();
+    Ok(durations)
+}
+
+#[tokio::test]
+async fn repeated_dry_run_creates_are_each_mutated_and_validated() -> anyhow::Result<()> {
+    dry_run_creates(20).await?;
+    Ok(())
+}
+
+/// The latency of 1000 dry-run creates (`make bench`; timings are reported, not asserted).
+#[tokio::test]
+#[ignore = "benchmark: run by make bench"]
+async fn bench_admission_latency_through_the_api_server_over_1000_dry_run_creates()
+-> anyhow::Result<()> {
+    let durations = dry_run_creates(1000).await?;
     let at =
         |fraction: f64| durations[((durations.len() as f64 * fraction).ceil() as usize).max(1) - 1];
-    eprintln!(
-        "1000 dry-run IPPool creates through the API server (mutate + validate): p50 {:?} p99 {:?} max {:?}",
-        at(0.50),
-        at(0.99),
-        durations[durations.len() - 1]
+    println!(
+        "BENCH webhook ippool: 1000 dry-run IPPool creates through the API server (mutate + validate): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        at(0.50).as_secs_f64() * 1000.0,
+        at(0.99).as_secs_f64() * 1000.0,
+        durations[durations.len() - 1].as_secs_f64() * 1000.0
     );
-    assert!(at(0.99) < Duration::from_secs(2));
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! The suite runs under `e2e/scripts/with-testenv.sh --with-node` (see the Makefile's `test`
 //! target), which exports the node's facts; run any other way it fails at once, saying so.
 
+#![forbid(unsafe_code)]
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;

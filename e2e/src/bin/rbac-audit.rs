@@ -3,6 +3,8 @@
 //! per ServiceAccount; exits 1 when a grant went unused, a request was denied or allowed by
 //! something unexpected, 2 when the inputs cannot be read.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

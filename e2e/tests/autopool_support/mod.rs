@@ -16,6 +16,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use spiderpool_api::{SpiderEndpoint, SpiderIPPool, SpiderSubnet};
+#[allow(unused_imports)]
+pub use spiderpool_e2e::metric;
 use spiderpool_e2e::{unique_name, wait_for};
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -561,42 +563,6 @@ pub async fn delete_pool(client: &Client, name: &str) -> anyhow::Result<()> {
         Ok(api.get_opt(name).await?.is_none().then_some(()))
     })
     .await
-}
-
-/// The value of one sample of an OpenMetrics text: `name` with exactly these labels (in any
-/// order). `None` when absent.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (metric_name, label_text) = match series.split_once('{') {
-            Some((metric_name, rest)) => (metric_name, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if metric_name != name {
-            continue;
-        }
-        let found: BTreeSet<(String, String)> = label_text
-            .split(',')
-            .filter(|pair| !pair.is_empty())
-            .filter_map(|pair| {
-                let (key, value) = pair.split_once('=')?;
-                Some((key.to_string(), value.trim_matches('"').to_string()))
-            })
-            .collect();
-        let wanted: BTreeSet<(String, String)> = labels
-            .iter()
-            .map(|(key, value)| (key.to_string(), value.to_string()))
-            .collect();
-        if found == wanted {
-            return value.parse().ok();
-        }
-    }
-    None
 }
 
 /// The lines of an OpenMetrics text that mention `needle`.

@@ -223,6 +223,23 @@ pub async fn cni_with(
     config: &Value,
     env: &[(&str, &str)],
 ) -> anyhow::Result<Output> {
+    cni_run(plugin, command, pod, ifname, config, env, None)
+        .await?
+        .context("the plugin was killed")
+}
+
+/// Runs the plugin like a runtime does; with `kill_after`, SIGKILLs it if it is still running
+/// then (a node losing the process mid-call) and returns `None`.
+pub async fn cni_run(
+    plugin: &Path,
+    command: &str,
+    pod: &PodRef,
+    ifname: &str,
+    config: &Value,
+    env: &[(&str, &str)],
+    kill_after: Option<Duration>,
+) -> anyhow::Result<Option<Output>> {
+    use tokio::io::AsyncReadExt;
     let started = Instant::now();
     let args = format!(
         "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
@@ -247,20 +264,43 @@ pub async fn cni_with(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("spawning {}", plugin.display()))?;
     let mut stdin = child.stdin.take().context("no stdin")?;
     stdin.write_all(config.to_string().as_bytes()).await?;
     drop(stdin);
-    let output = tokio::time::timeout(Duration::from_secs(130), child.wait_with_output())
-        .await
-        .context("plugin did not finish")??;
-    Ok(Output {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).trim().to_string(),
-        stderr: String::from_utf8_lossy(&output.stderr).to_string(),
+    let (mut stdout, mut stderr) = (
+        child.stdout.take().context("no stdout")?,
+        child.stderr.take().context("no stderr")?,
+    );
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let limit = kill_after.unwrap_or(Duration::from_secs(130));
+    let waited = async {
+        let (read_out, read_err, status) = tokio::join!(
+            stdout.read_to_end(&mut out),
+            stderr.read_to_end(&mut err),
+            child.wait()
+        );
+        read_out?;
+        read_err?;
+        status
+    };
+    let status = match tokio::time::timeout(limit, waited).await {
+        Ok(status) => status?,
+        Err(_) if kill_after.is_some() => {
+            child.start_kill()?;
+            child.wait().await?;
+            return Ok(None);
+        }
+        Err(_) => bail!("plugin did not finish"),
+    };
+    Ok(Some(Output {
+        success: status.success(),
+        stdout: String::from_utf8_lossy(&out).trim().to_string(),
+        stderr: String::from_utf8_lossy(&err).to_string(),
         elapsed: started.elapsed(),
-    })
+    }))
 }
 
 /// Creates a pod bound to `node`, retrying while the namespace's default ServiceAccount does not

@@ -9,6 +9,8 @@
 //! the CRD schema and the mutating webhook default in a SpiderMultusConfig. The `crdgen` binary
 //! (feature `crdgen`) writes the CRD YAML under `crds/` from these types.
 
+#![forbid(unsafe_code)]
+
 pub mod constants;
 pub mod coordinator;
 pub mod defaults;

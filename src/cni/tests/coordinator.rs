@@ -11,7 +11,7 @@
 mod common;
 
 use common::{
-    Chain, Invocation, Netns, can_use_netns, has_debian_plugins, normalise, run_plugin,
+    Chain, Invocation, Netns, normalise, require_debian_plugins, require_netns, run_plugin,
     side_by_side, tcp_reachable,
 };
 use serde_json::{Value, json};
@@ -143,9 +143,8 @@ impl Drop for TempDir {
 #[test]
 fn two_nic_pod_gets_the_policy_routing_of_seed_002_and_del_cleans_the_host() {
     let test = "two_nic_pod_gets_the_policy_routing_of_seed_002_and_del_cleans_the_host";
-    if !can_use_netns(test) || !has_debian_plugins(test) {
-        return;
-    }
+    require_netns(test);
+    require_debian_plugins(test);
     let topology = topology();
     let files = TempDir::new("two-nic");
     // serviceCIDR is not in the NAD entry: it comes from the SpiderCoordinator fallback (its status).
@@ -301,9 +300,8 @@ fn two_nic_pod_gets_the_policy_routing_of_seed_002_and_del_cleans_the_host() {
 #[test]
 fn ip_conflict_detection_rejects_an_address_answered_by_another_host() {
     let test = "ip_conflict_detection_rejects_an_address_answered_by_another_host";
-    if !can_use_netns(test) || !has_debian_plugins(test) {
-        return;
-    }
+    require_netns(test);
+    require_debian_plugins(test);
     let topology = topology();
     // A responder on the same L2 (a macvlan of up0 in bridge mode) already holds 10.6.168.50.
     let responder = Netns::new("responder");
@@ -362,9 +360,8 @@ fn ip_conflict_detection_rejects_an_address_answered_by_another_host() {
 #[test]
 fn gateway_detection_passes_with_a_live_gateway_and_fails_without_one() {
     let test = "gateway_detection_passes_with_a_live_gateway_and_fails_without_one";
-    if !can_use_netns(test) || !has_debian_plugins(test) {
-        return;
-    }
+    require_netns(test);
+    require_debian_plugins(test);
     let topology = topology();
     let chain = |gateway: &str| {
         Chain::new(
@@ -398,9 +395,8 @@ fn gateway_detection_passes_with_a_live_gateway_and_fails_without_one() {
 #[test]
 fn underlay_options_are_applied_to_pod_and_veth() {
     let test = "underlay_options_are_applied_to_pod_and_veth";
-    if !can_use_netns(test) || !has_debian_plugins(test) {
-        return;
-    }
+    require_netns(test);
+    require_debian_plugins(test);
     let topology = topology();
     let chain = Chain::new(
         "macvlan-up0",
@@ -477,9 +473,8 @@ fn underlay_options_are_applied_to_pod_and_veth() {
 #[test]
 fn default_route_nic_annotation_from_the_fallback_moves_the_default_route_to_net1() {
     let test = "default_route_nic_annotation_from_the_fallback_moves_the_default_route_to_net1";
-    if !can_use_netns(test) || !has_debian_plugins(test) {
-        return;
-    }
+    require_netns(test);
+    require_debian_plugins(test);
     let topology = topology();
     let files = TempDir::new("default-route-nic");
     let fallback = write_fallback(
@@ -535,9 +530,8 @@ fn default_route_nic_annotation_from_the_fallback_moves_the_default_route_to_net
 #[test]
 fn overlay_mode_uses_the_existing_eth0_veth() {
     let test = "overlay_mode_uses_the_existing_eth0_veth";
-    if !can_use_netns(test) || !has_debian_plugins(test) {
-        return;
-    }
+    require_netns(test);
+    require_debian_plugins(test);
     let topology = topology();
     // eth0 as an overlay CNI (e.g. Calico) would leave it: a veth to the host with a /32 and a default route.
     topology.host.ip(&[
@@ -644,9 +638,8 @@ fn overlay_mode_uses_the_existing_eth0_veth() {
 #[test]
 fn coordinator_check_finds_the_interface() {
     let test = "coordinator_check_finds_the_interface";
-    if !can_use_netns(test) || !has_debian_plugins(test) {
-        return;
-    }
+    require_netns(test);
+    require_debian_plugins(test);
     let topology = topology();
     let chain = Chain::new(
         "c",

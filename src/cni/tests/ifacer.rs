@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Invocation, Netns, can_use_netns, kernel_supports, plugin_binary, run_plugin};
+use common::{Invocation, Netns, kernel_supports, plugin_binary, require_netns, run_plugin};
 use serde_json::{Value, json};
 
 /// A host namespace with uplinks `up0` and `up1` (veth pairs whose peers stay in the same namespace).
@@ -53,9 +53,7 @@ fn skip_without(kind: &str, module: &str, test: &str) -> bool {
 
 #[test]
 fn ifacer_without_vlan_on_one_master_changes_nothing_and_passes_prev_result() {
-    if !can_use_netns("ifacer_without_vlan_on_one_master_changes_nothing_and_passes_prev_result") {
-        return;
-    }
+    require_netns("ifacer_without_vlan_on_one_master_changes_nothing_and_passes_prev_result");
     let host = host_with_uplinks();
     let before = host.ip(&["-o", "link", "show"]);
     let prev =
@@ -80,9 +78,7 @@ fn ifacer_without_vlan_on_one_master_changes_nothing_and_passes_prev_result() {
 
 #[test]
 fn ifacer_fails_clearly_when_the_master_is_missing() {
-    if !can_use_netns("ifacer_fails_clearly_when_the_master_is_missing") {
-        return;
-    }
+    require_netns("ifacer_fails_clearly_when_the_master_is_missing");
     let host = host_with_uplinks();
     let output = ifacer(
         &host,
@@ -109,9 +105,7 @@ fn ifacer_fails_clearly_when_the_master_is_missing() {
 #[test]
 fn ifacer_reports_missing_vlan_support_clearly() {
     let test = "ifacer_reports_missing_vlan_support_clearly";
-    if !can_use_netns(test) {
-        return;
-    }
+    require_netns(test);
     if kernel_supports("vlan") {
         eprintln!(
             "SKIP: {test}: this kernel supports VLANs (covered by ifacer_creates_vlan_idempotently)"
@@ -136,7 +130,8 @@ fn ifacer_reports_missing_vlan_support_clearly() {
 #[test]
 fn ifacer_creates_vlan_idempotently_and_brings_a_down_master_up() {
     let test = "ifacer_creates_vlan_idempotently_and_brings_a_down_master_up";
-    if !can_use_netns(test) || skip_without("vlan", "8021q", test) {
+    require_netns(test);
+    if skip_without("vlan", "8021q", test) {
         return;
     }
     let host = host_with_uplinks();
@@ -161,7 +156,8 @@ fn ifacer_creates_vlan_idempotently_and_brings_a_down_master_up() {
 #[test]
 fn ifacer_refuses_a_vlan_id_already_used_by_another_interface() {
     let test = "ifacer_refuses_a_vlan_id_already_used_by_another_interface";
-    if !can_use_netns(test) || skip_without("vlan", "8021q", test) {
+    require_netns(test);
+    if skip_without("vlan", "8021q", test) {
         return;
     }
     let host = host_with_uplinks();
@@ -184,10 +180,8 @@ fn ifacer_refuses_a_vlan_id_already_used_by_another_interface() {
 #[test]
 fn ifacer_creates_bond_and_vlan_on_it() {
     let test = "ifacer_creates_bond_and_vlan_on_it";
-    if !can_use_netns(test)
-        || skip_without("bond", "bonding", test)
-        || skip_without("vlan", "8021q", test)
-    {
+    require_netns(test);
+    if skip_without("bond", "bonding", test) || skip_without("vlan", "8021q", test) {
         return;
     }
     let host = host_with_uplinks();

@@ -528,8 +528,12 @@ async fn collect_pod_inner(
             Verdict::KeepUntil { deadline } => {
                 context.trace((namespace.to_string(), name.to_string()), deadline)
             }
-            Verdict::Keep(KeepReason::Fresh) => context.trace(key(), fresh_until),
-            Verdict::Keep(_) => {}
+            Verdict::Keep(reason) => {
+                context.counters.gc_kept(reason.as_str());
+                if reason == KeepReason::Fresh {
+                    context.trace(key(), fresh_until);
+                }
+            }
         }
     }
     if let (Some(endpoint), Some(view)) = (endpoint.as_ref(), endpoint_view.as_ref()) {

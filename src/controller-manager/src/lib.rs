@@ -19,6 +19,8 @@
 //! The allocation logic itself is in `spiderpool-ipam` (pure) and `spiderpool-store` (the
 //! compare-and-swap writes the CNI plugin shares); see `docs/architecture.md`.
 
+#![forbid(unsafe_code)]
+
 pub mod args;
 pub mod autopool;
 pub mod compose;

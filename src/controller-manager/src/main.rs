@@ -1,6 +1,8 @@
 //! spiderpool-controller-manager: parses the flags, starts logging and hands over to the
 //! composition root ([`spiderpool_controller_manager::run`]).
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use spiderpool_controller_manager::args::Args;
 

@@ -39,6 +39,15 @@ pub enum LedgerError {
         recorded_uid: String,
         pod: String,
     },
+    /// A pod's stored address that may not be recorded again: no longer in the pool's
+    /// `spec.ips` minus `excludeIPs`, or reserved.
+    #[error("IP {ip} of IPPool {pool} cannot be recorded again for pod {pod}: {reason}")]
+    NotAllocatable {
+        pool: String,
+        ip: String,
+        pod: String,
+        reason: String,
+    },
 }
 
 impl LedgerError {
@@ -48,6 +57,7 @@ impl LedgerError {
             LedgerError::InvalidAllocatedIps { .. }
             | LedgerError::InvalidControlledIpPools { .. } => "invalid_ledger",
             LedgerError::ForeignRecord { .. } => "foreign_ip_record",
+            LedgerError::NotAllocatable { .. } => "stale_ip_record",
         }
     }
 }

@@ -23,6 +23,8 @@
 //! auto-pool writes) is the `spiderpool-store` crate, which the CNI plugin and the
 //! controller-manager share.
 
+#![forbid(unsafe_code)]
+
 pub mod annotations;
 pub mod autopool;
 pub mod cidr;

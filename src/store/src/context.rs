@@ -235,9 +235,12 @@ impl Store {
             PoolQuery::Named(names) => {
                 let mut pools: Vec<SpiderIPPool> = Vec::with_capacity(names.len());
                 for name in names {
-                    if pools
-                        .iter()
-                        .any(|pool| pool.metadata.name.as_deref() == Some(name.as_str()))
+                    // A name no object can have is absent without asking: the API client
+                    // refuses to build the request, which would read like an outage.
+                    if !could_name_an_object(name)
+                        || pools
+                            .iter()
+                            .any(|pool| pool.metadata.name.as_deref() == Some(name.as_str()))
                     {
                         continue;
                     }
@@ -326,6 +329,19 @@ pub(crate) fn pod_context(
     }
 }
 
+/// Whether `name` can be the name of a cluster-scoped custom object (a DNS subdomain: at most
+/// 253 characters of lowercase letters, digits, `-` and `.`, alphanumeric at both ends).
+fn could_name_an_object(name: &str) -> bool {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| alphanumeric(c) || c == '-' || c == '.')
+        && name.starts_with(alphanumeric)
+        && name.ends_with(alphanumeric)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +404,25 @@ mod tests {
             pool_query(&broken, &namespace, &ipam, &settings),
             PoolQuery::Named(Vec::new())
         );
+    }
+
+    // Found by the bad-input corpus: `default_ipv4_ippool: [""]` was reported as an API outage.
+    #[test]
+    fn names_no_object_can_have_are_not_fetched() {
+        for name in ["pool-a", "a", "v4.pool-1"] {
+            assert!(could_name_an_object(name), "{name}");
+        }
+        for name in [
+            "",
+            " ",
+            "a/b",
+            "Pool",
+            "-a",
+            "a-",
+            "pool a",
+            &"a".repeat(254),
+        ] {
+            assert!(!could_name_an_object(name), "{name:?}");
+        }
     }
 }

@@ -59,6 +59,7 @@ const COLLECTIONS: [&str; 4] = [
 ];
 
 pub const POOLS: &str = "/apis/spiderpool.spidernet.io/v2beta1/spiderippools";
+pub const RESERVED: &str = "/apis/spiderpool.spidernet.io/v2beta1/spiderreservedips";
 
 pub fn endpoints(namespace: &str) -> String {
     format!("/apis/spiderpool.spidernet.io/v2beta1/namespaces/{namespace}/spiderendpoints")

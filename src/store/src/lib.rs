@@ -16,6 +16,10 @@
 //! - auto pools and their subnet records ([`autopool`]): the one reconcile the controller-manager
 //!   and the plugin share, and the one writer of `SpiderSubnet.status`.
 //!
+//! [`invariants`] gathers the snapshot the invariant checker of `spiderpool-ipam` reads (the
+//! e2e suites and `kubectl spiderpool check` use it); [`workload`] is the six built-in workload
+//! kinds behind one trait.
+//!
 //! [`objects`] reads API objects as the core's views and sets. An ADD is planned by a pure
 //! planner and carried out by an executor with a rollback log (`allocate/`); its failure paths
 //! are tested against a fake API server that fails, answers late and loses answers.
@@ -28,6 +32,8 @@
 //! `patch` spiderippools/status; `list` spiderreservedips; `get`, `create`, `update`, `patch`,
 //! `delete` spiderendpoints; for third-party controllers' auto pools ([`autopool`]) `get`
 //! spidersubnets and `patch` spidersubnets/status.
+
+#![forbid(unsafe_code)]
 
 mod allocate;
 pub mod autopool;
@@ -59,7 +65,7 @@ use spiderpool_ipam::ledger::{AllocateError, LedgerError};
 use spiderpool_ipam::result::ResultError;
 use spiderpool_ipam::selection::SelectionError;
 
-pub use allocate::{AddOutcome, AddRequest, AddSource};
+pub use allocate::{AddOutcome, AddRequest, AddSource, ROLLBACK_BUDGET};
 pub use cas::{Backoff, CasStats, PoolWriter, Step};
 pub use combine::{LedgerOp, LedgerOutcome};
 pub use lock::LockDir;

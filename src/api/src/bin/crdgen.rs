@@ -5,6 +5,8 @@
 //!
 //! Usage: `crdgen [--check] [DIR]`
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

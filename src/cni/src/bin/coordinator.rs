@@ -1,5 +1,7 @@
 //! The `coordinator` CNI meta-plugin binary: policy routing and host connectivity for multi-NIC pods.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

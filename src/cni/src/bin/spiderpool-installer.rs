@@ -5,6 +5,8 @@
 //!   spiderpool-installer [flags]          install, then keep everything current until SIGTERM
 //!   spiderpool-installer probe [flags]    exit 0 when the node is set up (readiness probe)
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

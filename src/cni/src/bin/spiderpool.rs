@@ -1,5 +1,7 @@
 //! The `spiderpool` IPAM plugin binary: allocates pod addresses against the API server.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

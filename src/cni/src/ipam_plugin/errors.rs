@@ -65,6 +65,7 @@ fn selection_code(error: &SelectionError) -> ErrorCode {
         | SelectionError::SubnetAnnotation(_)
         | SelectionError::Annotation(_)
         | SelectionError::BadWildcard { .. }
+        | SelectionError::EmptyPoolName { .. }
         | SelectionError::ThirdPartyNeedsFixedIpNumber { .. }
         | SelectionError::OrphanPodInSubnetMode => INVALID_ANNOTATION,
         SelectionError::NoClusterDefaultPool

@@ -31,8 +31,8 @@ use spiderpool_ipam::config::{IpamConfig, check_cni_version};
 use spiderpool_ipam::result::cni_result_for;
 use spiderpool_ipam::settings::ClusterSettings;
 use spiderpool_store::{
-    AddOutcome, AddRequest, Backoff, DelOutcome, DelRequest, LockDir, Store, StoreError,
-    StoreOptions,
+    AddOutcome, AddRequest, Backoff, DelOutcome, DelRequest, LockDir, ROLLBACK_BUDGET, Store,
+    StoreError, StoreOptions,
 };
 
 use crate::protocol::{
@@ -177,7 +177,10 @@ impl Call {
         Ok(())
     }
 
-    /// Runs `work` with a client, on a current-thread runtime, bounded by the call's deadline.
+    /// Runs `work` with a client, on a current-thread runtime, bounded by the call's deadline plus
+    /// the store's rollback budget: the store stops its writes at the deadline itself and may
+    /// then still give back what a failed ADD took (cutting it off earlier would leak those
+    /// records). `cniTimeoutSeconds` (at most 110) plus the budget stays under [`HARD_TIMEOUT`].
     fn run<T>(
         &self,
         work: impl AsyncFnOnce(Store) -> Result<T, StoreError>,
@@ -200,7 +203,7 @@ impl Call {
                 log::debug!("client ready");
                 work(Store::new(client, options)).await
             };
-            match tokio::time::timeout(remaining, call).await {
+            match tokio::time::timeout(remaining + ROLLBACK_BUDGET, call).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(StoreError::Deadline {
                     what: format!(

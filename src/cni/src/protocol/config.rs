@@ -41,9 +41,7 @@ impl Context {
     /// Decode the common configuration: code 6 when stdin is not a JSON object of the right shape,
     /// code 1 when `cniVersion` is unsupported.
     pub fn new(env: Environment, stdin: Vec<u8>) -> Result<Self, CniError> {
-        let conf: NetConf = serde_json::from_slice(&stdin).map_err(|error| {
-            CniError::decoding(format!("failed to parse network configuration: {error}"))
-        })?;
+        let conf: NetConf = decode(&stdin)?;
         let version = CniVersion::parse(&conf.cni_version)?;
         let prev_result = match &conf.prev_result {
             Some(value) if !value.is_null() => Some(
@@ -63,9 +61,7 @@ impl Context {
 
     /// Decode the plugin-specific configuration from stdin (code 6 on failure).
     pub fn config<T: DeserializeOwned>(&self) -> Result<T, CniError> {
-        serde_json::from_slice(&self.stdin).map_err(|error| {
-            CniError::decoding(format!("failed to parse network configuration: {error}"))
-        })
+        decode(&self.stdin)
     }
 
     /// `CNI_NETNS`, required for ADD and CHECK.
@@ -86,6 +82,33 @@ impl Context {
     }
 }
 
+/// Decodes stdin as a JSON object into `T` (code 6 on failure), naming the field at fault
+/// (`ipam.default_ipv4_ippool: invalid type: ...`): serde's own message gives only a column.
+/// Anything but an object is refused first, as serde would read a struct from an array.
+fn decode<T: DeserializeOwned>(stdin: &[u8]) -> Result<T, CniError> {
+    let failed = |detail: String| {
+        CniError::decoding(format!("failed to parse network configuration: {detail}"))
+    };
+    let first = stdin.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(failed("expected a JSON object".to_string()));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(stdin);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." {
+            failed(inner.to_string())
+        } else {
+            failed(format!("{path}: {inner}"))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| failed(error.to_string()))?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +122,47 @@ mod tests {
             ifname: "eth0".into(),
             args: Default::default(),
             path: vec![],
+        }
+    }
+
+    // Found by the bad-input corpus: serde's message named a column, not the field.
+    #[test]
+    fn a_wrongly_typed_field_is_named_by_its_path() {
+        #[derive(Debug, Deserialize)]
+        struct Plugin {
+            #[allow(dead_code)]
+            ipam: Ipam,
+        }
+        #[derive(Debug, Deserialize)]
+        struct Ipam {
+            #[allow(dead_code)]
+            default_ipv4_ippool: Vec<String>,
+        }
+        let stdin = br#"{"cniVersion":"1.0.0","ipam":{"default_ipv4_ippool":7}}"#;
+        let context = Context::new(env(), stdin.to_vec()).unwrap();
+        let error = context.config::<Plugin>().unwrap_err();
+        assert_eq!(error.code, ErrorCode::DECODING_FAILURE);
+        assert!(
+            error
+                .msg
+                .contains("ipam.default_ipv4_ippool: invalid type: integer `7`"),
+            "{}",
+            error.msg
+        );
+    }
+
+    #[test]
+    fn a_configuration_that_is_not_an_object_is_refused() {
+        for stdin in [&b"[]"[..], b"", b"null", b"  7", b"{} trailing"] {
+            let error = Context::new(env(), stdin.to_vec()).unwrap_err();
+            assert_eq!(error.code, ErrorCode::DECODING_FAILURE, "{stdin:?}");
+            assert!(
+                error
+                    .msg
+                    .starts_with("failed to parse network configuration: "),
+                "{}",
+                error.msg
+            );
         }
     }
 

@@ -16,34 +16,32 @@ pub const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
-/// `true` when the test can create namespaces; prints a visible SKIP line otherwise.
-pub fn can_use_netns(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("SKIP: {test}: needs root to create network namespaces");
-        return false;
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("SKIP: {test}: iproute2 (`ip`) is not installed");
-        return false;
-    }
-    true
+/// Fails the test unless it can create network namespaces (root and iproute2). These suites run
+/// as root in CI (`make test`); run elsewhere they fail rather than pass without testing.
+pub fn require_netns(test: &str) {
+    assert!(
+        is_root(),
+        "{test}: needs root to create network namespaces (run the CNI suites as root)"
+    );
+    assert!(
+        Command::new("ip").arg("-V").output().is_ok(),
+        "{test}: iproute2 (`ip`) is not installed (make deps)"
+    );
 }
 
-/// `true` when Debian's macvlan and static plugins are installed; prints a SKIP line otherwise.
-pub fn has_debian_plugins(test: &str) -> bool {
-    let ok = ["macvlan", "static"]
-        .iter()
-        .all(|plugin| Path::new(DEBIAN_CNI_DIR).join(plugin).exists());
-    if !ok {
-        eprintln!(
-            "SKIP: {test}: {DEBIAN_CNI_DIR}/macvlan and static missing (apt-get install containernetworking-plugins)"
-        );
-    }
-    ok
+/// Fails the test unless Debian's macvlan and static plugins are installed (`make deps`).
+pub fn require_debian_plugins(test: &str) {
+    let missing: Vec<&str> = ["macvlan", "static"]
+        .into_iter()
+        .filter(|plugin| !Path::new(DEBIAN_CNI_DIR).join(plugin).exists())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{test}: {missing:?} missing in {DEBIAN_CNI_DIR} (apt-get install containernetworking-plugins, or make deps)"
+    );
 }
 
 /// Run `ip <args>` and panic with its stderr on failure.

@@ -73,6 +73,7 @@ struct SubnetLabels {
 #[derive(Clone, Default)]
 pub struct IpamCounters {
     gc_releases: Family<ReasonLabels, Counter>,
+    gc_keeps: Family<ReasonLabels, Counter>,
     gc_failures: Family<CategoryLabels, Counter>,
     auto_pool_creations: Counter,
     auto_pool_scalings: Family<DirectionLabels, Counter>,
@@ -88,6 +89,11 @@ impl IpamCounters {
             "ip_gc_counts",
             "Addresses released by the IP garbage collector, by reason",
             counters.gc_releases.clone(),
+        );
+        registry.register(
+            "ip_gc_kept_counts",
+            "Records the IP garbage collector judged on fresh reads and kept, by reason",
+            counters.gc_keeps.clone(),
         );
         registry.register(
             "ip_gc_failure_counts",
@@ -147,6 +153,10 @@ impl IpamCounters {
         self.gc_releases
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    pub fn gc_kept(&self, reason: &'static str) {
+        self.gc_keeps.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn gc_failed(&self, category: &'static str) {

@@ -259,8 +259,10 @@ pub fn validate(
                 match checked {
                     Err(error) => report(ANNO_POD_IPPOOLS, error.to_string()),
                     Ok(items) => {
+                        // An item whose interface no CNI call can carry (`a/b`) never applies.
                         let detail = items.iter().find_map(|item| {
-                            pools_error(known, &item.ipv4, &item.ipv6)
+                            interface_name_error(&item.interface)
+                                .or_else(|| pools_error(known, &item.ipv4, &item.ipv6))
                                 .map(|detail| format!("interface {}: {detail}", item.interface))
                         });
                         if let Some(detail) = detail {
@@ -421,6 +423,17 @@ mod tests {
             Target::Pod,
         );
         assert!(errors[0].contains("1 to 15 characters"));
+        // Found by the bad-input corpus: an ippools item for an interface no CNI call can have.
+        let errors = messages(
+            &[(ANNO_POD_IPPOOLS, r#"[{"interface":"a/b","ipv4":["p"]}]"#)],
+            Target::Pod,
+        );
+        assert!(
+            errors[0].starts_with("metadata.annotations[ipam.spidernet.io/ippools]")
+                && errors[0].contains("interface a/b: interface name \"a/b\" may not"),
+            "{}",
+            errors[0]
+        );
         let errors = messages(&[(ANNO_SUBNETS, r#"[{"interface":"eth0"}]"#)], Target::Pod);
         assert!(errors[0].starts_with("metadata.annotations[ipam.spidernet.io/subnets]"));
         let errors = messages(

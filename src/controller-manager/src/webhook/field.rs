@@ -88,6 +88,26 @@ impl BadValue {
     }
 }
 
+/// The most of a bad value a denial echoes back (bytes); a detail may quote the value once more,
+/// so it gets four times that. A hostile 1 MB value must not come back in the answer.
+pub const MAX_ECHOED_VALUE: usize = 256;
+
+/// `text` cut at `limit` bytes (on a character boundary), saying how much was left out.
+pub fn shorten(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= limit {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}... ({} more bytes)",
+        &text[..end],
+        text.len() - end
+    ))
+}
+
 /// Go's `%q` of a string (close enough: Rust's debug escaping matches for printable text).
 pub fn go_quote(text: &str) -> String {
     format!("{text:?}")
@@ -175,15 +195,21 @@ impl FieldError {
             (ErrorType::Required | ErrorType::Forbidden | ErrorType::Internal, _)
             | (_, BadValue::Omitted) => self.error_type.as_str().to_string(),
             (error_type, BadValue::Null) => format!("{}: null", error_type.as_str()),
-            (error_type, BadValue::Str(value)) => {
-                format!("{}: {}", error_type.as_str(), go_quote(value))
-            }
+            (error_type, BadValue::Str(value)) => format!(
+                "{}: {}",
+                error_type.as_str(),
+                go_quote(&shorten(value, MAX_ECHOED_VALUE))
+            ),
             (error_type, BadValue::Int(value)) => format!("{}: {value}", error_type.as_str()),
-            (error_type, BadValue::Raw(value)) => format!("{}: {value}", error_type.as_str()),
+            (error_type, BadValue::Raw(value)) => format!(
+                "{}: {}",
+                error_type.as_str(),
+                shorten(value, MAX_ECHOED_VALUE)
+            ),
         };
         if !self.detail.is_empty() {
             text.push_str(": ");
-            text.push_str(&self.detail);
+            text.push_str(&shorten(&self.detail, 4 * MAX_ECHOED_VALUE));
         }
         text
     }
@@ -464,6 +490,22 @@ mod tests {
         );
         let map = BTreeMap::from([("k".to_string(), "v".to_string())]);
         assert_eq!(go_string_map(&map), "map[string]string{\"k\":\"v\"}");
+    }
+
+    // Found by the bad-input corpus: a 200 kB `spec.ips` item came back twice in a 400 kB denial.
+    #[test]
+    fn a_huge_bad_value_is_echoed_shortened() {
+        let huge = "9".repeat(200_000);
+        let error = FieldError::invalid(
+            "spec.ips[0]",
+            BadValue::str(huge.as_str()),
+            format!("invalid IP range format in IPv4 '{huge}'"),
+        );
+        let body = error.body();
+        assert!(body.len() < 6 * MAX_ECHOED_VALUE, "{} bytes", body.len());
+        assert!(body.contains("... (199744 more bytes)"), "{body}");
+        assert_eq!(shorten("☃☃", 4), "☃... (3 more bytes)");
+        assert_eq!(shorten("short", 256), "short");
     }
 
     #[test]

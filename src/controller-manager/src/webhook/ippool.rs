@@ -23,9 +23,10 @@ use spiderpool_ipam::routes::{Route, validate_pool_routes};
 use spiderpool_ipam::settings::ClusterSettings;
 
 use super::common::{
-    CidrNeighbours, Family, IPS_FIELD, SUBNET_FIELD, add_finalizer, controller_of,
-    default_version_and_cidr_label, go_label_selector, merge_if_several, update_is_judged,
-    validate_delete_of_allocated, validate_gateway, validate_ip_version, validate_label_selector,
+    CidrNeighbours, EXCLUDE_IPS_FIELD, Family, IPS_FIELD, SUBNET_FIELD, add_finalizer,
+    controller_of, default_version_and_cidr_label, go_label_selector, merge_if_several,
+    update_is_judged, validate_contains_ip_range, validate_delete_of_allocated, validate_gateway,
+    validate_ip_version, validate_label_selector,
 };
 use super::field::{BadValue, Denial, FieldError};
 
@@ -186,7 +187,7 @@ pub fn validate_create(
     if let Err(error) = validate_spec(pool, version, pools) {
         errors.push(error);
     }
-    errors.extend(validate_pod_affinity(pool));
+    errors.extend(validate_affinities(pool));
     if !errors.is_empty() {
         return Err(invalid(pool, errors));
     }
@@ -212,7 +213,7 @@ pub fn validate_update(
     let version =
         validate_ip_version(new.spec.ip_version, settings, MISSING_VERSION).map_err(one)?;
     validate_spec(new, version, pools).map_err(one)?;
-    let affinity = validate_pod_affinity(new);
+    let affinity = validate_affinities(new);
     if !affinity.is_empty() {
         return Err(invalid(new, affinity));
     }
@@ -306,19 +307,23 @@ fn validate_available_ips(
     version: IpVersion,
     pools: &[SpiderIPPool],
 ) -> Result<(), FieldError> {
-    let own = PoolIps::new_with(
-        &pool.spec.subnet,
-        ips(pool),
-        exclude_ips(pool),
-        ReversedRanges::Reject,
-    )
-    .map_err(|error| {
-        FieldError::invalid(
-            SUBNET_FIELD,
-            BadValue::str(&pool.spec.subnet),
-            error.to_string(),
-        )
-    })?;
+    // Each item first, so a bad one is named where it is (`spec.ips[2]`), not under the subnet.
+    let subnet = &pool.spec.subnet;
+    for (index, range) in ips(pool).iter().enumerate() {
+        validate_contains_ip_range(&format!("{IPS_FIELD}[{index}]"), version, subnet, range)?;
+    }
+    for (index, range) in exclude_ips(pool).iter().enumerate() {
+        let field = format!("{EXCLUDE_IPS_FIELD}[{index}]");
+        validate_contains_ip_range(&field, version, subnet, range)?;
+    }
+    let own = PoolIps::new_with(subnet, ips(pool), exclude_ips(pool), ReversedRanges::Reject)
+        .map_err(|error| {
+            FieldError::invalid(
+                IPS_FIELD,
+                BadValue::string_slice(ips(pool)),
+                error.to_string(),
+            )
+        })?;
     let cidr = cidr_label_value(version, &pool.spec.subnet).map_err(|error| {
         FieldError::internal(
             IPS_FIELD,
@@ -355,6 +360,22 @@ fn validate_available_ips(
         }
     }
     Ok(())
+}
+
+/// The pool's three selectors. Upstream checks `podAffinity` only; a malformed namespace or
+/// node selector would make the pool silently match nothing, so they get the same label-selector
+/// rules.
+fn validate_affinities(pool: &SpiderIPPool) -> Vec<FieldError> {
+    let mut errors = validate_pod_affinity(pool);
+    for (selector, field) in [
+        (&pool.spec.namespace_affinity, "spec.namespaceAffinity"),
+        (&pool.spec.node_affinity, "spec.nodeAffinity"),
+    ] {
+        if let Some(selector) = selector {
+            errors.extend(validate_label_selector(selector, field));
+        }
+    }
+    errors
 }
 
 /// `validateIPPoolPodAffinity`.
@@ -782,6 +803,38 @@ mod tests {
         );
     }
 
+    // Found by the bad-input corpus: malformed namespace and node selectors were admitted.
+    #[test]
+    fn namespace_and_node_affinities_are_label_selectors() {
+        let mut candidate = v4_pool("p", "10.2.0.0/24", &[]);
+        candidate.spec.namespace_affinity =
+            Some(serde_json::from_value(json!({"matchLabels": {"-x": "y"}})).unwrap());
+        candidate.spec.node_affinity = Some(
+            serde_json::from_value(
+                json!({"matchExpressions": [{"key": "zone", "operator": "Gt", "values": ["a"]}]}),
+            )
+            .unwrap(),
+        );
+        let text = message(validate_create(
+            &candidate,
+            &[],
+            &OwnerSubnet::NotNeeded,
+            &settings(),
+        ));
+        assert!(
+            text.contains("spec.namespaceAffinity.matchLabels: Invalid value: \"-x\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("spec.nodeAffinity.matchExpressions[0].operator"),
+            "{text}"
+        );
+        candidate.spec.namespace_affinity =
+            Some(serde_json::from_value(json!({"matchLabels": {"team": "a"}})).unwrap());
+        candidate.spec.node_affinity = None;
+        assert!(validate_create(&candidate, &[], &OwnerSubnet::NotNeeded, &settings()).is_ok());
+    }
+
     #[test]
     fn pod_affinity_rules() {
         // G36
@@ -997,7 +1050,7 @@ mod tests {
                 &OwnerSubnet::NotNeeded,
                 &settings()
             ))
-            .contains("range 10.5.0.9-10.5.0.1 is reversed")
+            .contains("spec.ips[0]: Invalid value: \"10.5.0.9-10.5.0.1\": invalid IP range format in IPv4 '10.5.0.9-10.5.0.1': the first address 10.5.0.9 is greater than the last address 10.5.0.1")
         );
         let missing_version = pool(json!({
             "apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "n"}, "spec": {"subnet": "bogus"}

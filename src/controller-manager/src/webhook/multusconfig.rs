@@ -422,6 +422,13 @@ pub fn validate_cni_config(smc: &SpiderMultusConfig) -> Result<(), FieldError> {
                 return Err(no_injection(cni_type));
             }
             let config = section(field, spec.ovs.as_ref())?;
+            // The CRD calls it required; an empty name would fail every pod at ADD.
+            if config.bridge.trim().is_empty() {
+                return Err(FieldError::required(
+                    "spec.ovsConfig.bridge",
+                    "the name of the OVS bridge to add pod ports to is required",
+                ));
+            }
             check_vlan_id(field, config.vlan)?;
             for trunk in config.trunk.iter().flatten() {
                 let trunk_error =
@@ -705,6 +712,11 @@ mod tests {
         );
         assert!(
             denied(None, &reversed).ends_with("minID is greater than maxID in trunk parameter")
+        );
+        // Found by the bad-input corpus: an empty bridge was admitted.
+        let no_bridge = smc(json!({"cniType": "ovs", "ovs": {"bridge": ""}}));
+        assert!(
+            denied(None, &no_bridge).ends_with("spec.ovsConfig.bridge: Required value: the name of the OVS bridge to add pod ports to is required")
         );
     }
 

@@ -80,6 +80,14 @@ pub async fn review(state: Arc<WebhookState>, hook: Hook, body: Bytes) -> Respon
             );
             let mut response = AdmissionResponse::invalid(denial.message());
             response.result = denial.status();
+            // Found by fuzzing: a review the types refuse may still carry its uid, which the
+            // caller matches the answer by; echo it.
+            if let Some(uid) = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|raw| raw["request"]["uid"].as_str().map(str::to_string))
+            {
+                response.uid = uid;
+            }
             return json_response(&response.into_review());
         }
     };
@@ -176,6 +184,22 @@ mod tests {
             .await
             .expect("a body");
         serde_json::from_slice(&bytes).expect("an AdmissionReview")
+    }
+
+    // Found by fuzzing (e2e/fuzz/regressions/webhook): an unreadable review answered uid "".
+    #[tokio::test]
+    async fn an_unreadable_review_is_denied_with_its_uid() {
+        let mut body = request(
+            "CREATE",
+            json!({"kind": "SpiderIPPool", "metadata": {"name": "x"}}),
+        );
+        body["request"]
+            .as_object_mut()
+            .expect("an object")
+            .remove("resource");
+        let answer = answer(Hook::ValidateIPPool, body).await;
+        assert_eq!(answer["response"]["allowed"], json!(false), "{answer}");
+        assert_eq!(answer["response"]["uid"], json!("u-1"), "{answer}");
     }
 
     fn request(operation: &str, object: Value) -> Value {

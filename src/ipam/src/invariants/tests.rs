@@ -312,6 +312,12 @@ fn auto_pools_must_match_their_workload() {
         vec!["auto_pool_missing", "auto_pool_orphan"]
     );
 
+    // A workload naming a subnet that does not exist expects no pool.
+    snapshot.subnets.clear();
+    snapshot.pools.retain(|pool| pool.auto.is_none());
+    snapshot.pools[0].owner_subnet = None;
+    assert_eq!(check(&snapshot), Vec::<Violation>::new());
+
     let mut snapshot = consistent();
     snapshot.workloads.clear();
     assert_eq!(kinds(&snapshot), vec!["auto_pool_orphan"]);

@@ -23,7 +23,8 @@ use std::net::IpAddr;
 use thiserror::Error;
 
 use crate::annotations::{
-    self, ANNO_POD_IPPOOL, ANNO_POD_IPPOOLS, AnnotationError, PoolIpNumber, has_subnet_annotation,
+    self, ANNO_NS_DEFAULT_IPV4_POOL, ANNO_NS_DEFAULT_IPV6_POOL, ANNO_POD_IPPOOL, ANNO_POD_IPPOOLS,
+    AnnotationError, PoolIpNumber, has_subnet_annotation,
 };
 use crate::config::IpamConfig;
 use crate::glob::{glob_match, has_wildcard};
@@ -73,6 +74,13 @@ pub enum SelectionError {
     },
     #[error("no IPPool available, no pool selection rules of any type are specified")]
     NoClusterDefaultPool,
+    /// An empty string in a list of pool names. Without this check the name reaches the API
+    /// server, whose refusal of an empty name reads like an outage.
+    #[error("an empty IPv{version} IPPool name in {source_name}: name an existing SpiderIPPool")]
+    EmptyPoolName {
+        version: IpVersion,
+        source_name: &'static str,
+    },
     #[error("wrong input, duplicate IPPool {pool} specified for NIC {nic}")]
     DuplicatePool { pool: String, nic: String },
     #[error(
@@ -107,6 +115,7 @@ impl SelectionError {
             SelectionError::BadWildcard { .. } => "bad_wildcard",
             SelectionError::NoWildcardMatch { .. } => "no_wildcard_match",
             SelectionError::NoClusterDefaultPool => "no_default_pool",
+            SelectionError::EmptyPoolName { .. } => "empty_pool_name",
             SelectionError::DuplicatePool { .. } => "duplicate_pool",
             SelectionError::PoolNotFound { .. } => "pool_not_found",
             SelectionError::AllFiltered { .. } => "all_pools_filtered",
@@ -322,7 +331,14 @@ fn expand_family(
     ctx: &SelectionContext<'_>,
     names: &[String],
     version: IpVersion,
+    source_name: &'static str,
 ) -> Result<Vec<String>, SelectionError> {
+    if names.iter().any(|name| name.trim().is_empty()) {
+        return Err(SelectionError::EmptyPoolName {
+            version,
+            source_name,
+        });
+    }
     let expanded = expand_pool_names(names, version, ctx.pools)?;
     if expanded.is_empty() && !names.is_empty() && ctx.settings.family_enabled(version) {
         return Err(SelectionError::NoWildcardMatch {
@@ -383,8 +399,8 @@ pub fn plan_candidates(ctx: &SelectionContext<'_>) -> Result<CandidatePlan, Sele
     if let Some(value) = annotations.get(ANNO_POD_IPPOOLS) {
         let mut items = annotations::parse_pod_ippools(value)?;
         for item in &mut items {
-            item.ipv4 = expand_family(ctx, &item.ipv4, IpVersion::V4)?;
-            item.ipv6 = expand_family(ctx, &item.ipv6, IpVersion::V6)?;
+            item.ipv4 = expand_family(ctx, &item.ipv4, IpVersion::V4, ANNO_POD_IPPOOLS)?;
+            item.ipv6 = expand_family(ctx, &item.ipv6, IpVersion::V6, ANNO_POD_IPPOOLS)?;
         }
         annotations::validate_multiple_nics(&mut items, ctx.nic)?;
         let nics = items
@@ -403,8 +419,8 @@ pub fn plan_candidates(ctx: &SelectionContext<'_>) -> Result<CandidatePlan, Sele
 
     if let Some(value) = annotations.get(ANNO_POD_IPPOOL) {
         let parsed = annotations::parse_pod_ippool(value)?;
-        let ipv4 = expand_family(ctx, &parsed.ipv4, IpVersion::V4)?;
-        let ipv6 = expand_family(ctx, &parsed.ipv6, IpVersion::V6)?;
+        let ipv4 = expand_family(ctx, &parsed.ipv4, IpVersion::V4, ANNO_POD_IPPOOL)?;
+        let ipv6 = expand_family(ctx, &parsed.ipv6, IpVersion::V6, ANNO_POD_IPPOOL)?;
         return Ok(CandidatePlan::Pools(single_nic(
             ctx,
             CandidateSource::PodIpPool,
@@ -416,8 +432,8 @@ pub fn plan_candidates(ctx: &SelectionContext<'_>) -> Result<CandidatePlan, Sele
     let (namespace_v4, namespace_v6) =
         annotations::parse_namespace_default_pools(&ctx.pod.namespace_annotations)?;
     if !namespace_v4.is_empty() || !namespace_v6.is_empty() {
-        let ipv4 = expand_family(ctx, &namespace_v4, IpVersion::V4)?;
-        let ipv6 = expand_family(ctx, &namespace_v6, IpVersion::V6)?;
+        let ipv4 = expand_family(ctx, &namespace_v4, IpVersion::V4, ANNO_NS_DEFAULT_IPV4_POOL)?;
+        let ipv6 = expand_family(ctx, &namespace_v6, IpVersion::V6, ANNO_NS_DEFAULT_IPV6_POOL)?;
         return Ok(CandidatePlan::Pools(single_nic(
             ctx,
             CandidateSource::NamespaceDefault,
@@ -429,8 +445,8 @@ pub fn plan_candidates(ctx: &SelectionContext<'_>) -> Result<CandidatePlan, Sele
     let config_v4 = &ctx.ipam.default_ipv4_ippool;
     let config_v6 = &ctx.ipam.default_ipv6_ippool;
     if !config_v4.is_empty() || !config_v6.is_empty() {
-        let ipv4 = expand_family(ctx, config_v4, IpVersion::V4)?;
-        let ipv6 = expand_family(ctx, config_v6, IpVersion::V6)?;
+        let ipv4 = expand_family(ctx, config_v4, IpVersion::V4, "default_ipv4_ippool")?;
+        let ipv6 = expand_family(ctx, config_v6, IpVersion::V6, "default_ipv6_ippool")?;
         return Ok(CandidatePlan::Pools(single_nic(
             ctx,
             CandidateSource::NetworkConfigDefault,
@@ -654,6 +670,30 @@ mod tests {
         assert_eq!(
             fixture.select().unwrap_err().to_string(),
             "no IPPool available, no pool selection rules of any type are specified"
+        );
+    }
+
+    // Found by the bad-input corpus: `default_ipv4_ippool: [""]` used to reach the API server,
+    // whose "a non-empty name is required" was reported as the API server being unavailable.
+    #[test]
+    fn an_empty_pool_name_is_refused_naming_where_it_came_from() {
+        let mut fixture = Fixture::new(pod(&[]), vec![v4("a")]);
+        fixture.ipam.default_ipv4_ippool = vec![String::new()];
+        assert_eq!(
+            fixture.select().unwrap_err().to_string(),
+            "an empty IPv4 IPPool name in default_ipv4_ippool: name an existing SpiderIPPool"
+        );
+        fixture.pod.annotations = map(&[(ANNO_POD_IPPOOL, r#"{"ipv4":["a"],"ipv6":[" "]}"#)]);
+        assert_eq!(
+            fixture.select().unwrap_err().metric_label(),
+            "empty_pool_name"
+        );
+        assert!(
+            fixture
+                .select()
+                .unwrap_err()
+                .to_string()
+                .contains(ANNO_POD_IPPOOL)
         );
     }
 

@@ -8,6 +8,12 @@
 //! failed ADD leaves nothing behind and a retried ADD starts from a clean ledger. An endpoint
 //! write that reported an error but landed (a lost response) is recognised by reading the
 //! endpoint back: then the allocation stands.
+//!
+//! The call's deadline is enforced here, around the writes, and not only by the plugin's outer
+//! guard: when it passes with a write in flight, that write is dropped and the rollback still
+//! runs (within [`ROLLBACK_BUDGET`] after the deadline; the plugin's guard allows for it). A pool
+//! write whose outcome is unknown (dropped in flight, or its answer lost) is resolved by the
+//! rollback from the pool itself (see [`RollbackLog`]).
 
 use std::time::{Duration, Instant};
 
@@ -25,16 +31,18 @@ use spiderpool_ipam::result::{
 use spiderpool_ipam::selection::{CandidateSource, PoolCandidate, SelectionError};
 
 use super::candidates::{Inputs, Selected};
-use super::plan::{NicPlan, RollbackLog, StoredEndpoint, Taken, endpoint_records, nic_plan};
+use super::plan::{
+    NicPlan, RollbackLog, StoredEndpoint, Taken, endpoint_records, nic_plan, uncertain_releases,
+};
 use super::{AddOutcome, AddRequest, AddSource};
 use crate::cas::{CasStats, Step};
-use crate::combine::{LedgerOp, allocated_address};
+use crate::combine::{LedgerOp, allocated_address, release_op};
 use crate::endpoint::new_endpoint;
-use crate::objects::{detail_to_api, pool_view};
+use crate::objects::{detail_to_api, pool_allocations, pool_ips, pool_view, reserved_set};
 use crate::{Store, StoreError, api_error};
 
-/// How long a failed ADD may keep trying to give back what it took.
-const ROLLBACK_BUDGET: Duration = Duration::from_secs(10);
+/// How long a failed ADD may keep trying to give back what it took, after its deadline at worst.
+pub const ROLLBACK_BUDGET: Duration = Duration::from_secs(8);
 
 /// How often a full auto pool is read again while waiting for it to grow.
 const AUTO_POOL_GROWTH_POLL: Duration = Duration::from_millis(500);
@@ -66,12 +74,43 @@ fn follows_replicas(pool: &SpiderIPPool) -> bool {
         .is_some_and(|value| value.trim_start().starts_with('+'))
 }
 
+/// The bare addresses a stored endpoint holds for its UID (kept by a rollback of that UID).
+fn held_addresses(stored: &StoredEndpoint) -> Vec<String> {
+    addresses_by_pool(&stored.details, &stored.uid)
+        .into_values()
+        .flatten()
+        .map(|address| address.ip)
+        .collect()
+}
+
 /// The pod an ADD is for.
 pub(super) struct AddPod<'a> {
     pub pod: &'a Pod,
     pub uid: String,
     pub top_controller: AppRef,
     pub statefulset: bool,
+}
+
+/// Why `ip` may not be recorded in `pool` again, if so: outside its `spec.ips` minus
+/// `excludeIPs` (or a spec that does not parse), or reserved.
+fn not_allocatable(
+    pool: &SpiderIPPool,
+    reservations: &[spiderpool_api::SpiderReservedIP],
+    ip: &str,
+) -> Option<String> {
+    let Some(effective) = pool_ips(pool) else {
+        return Some("the pool's spec does not parse".to_string());
+    };
+    let Some(address) = spiderpool_ipam::ip::parse_ip(effective.version(), ip) else {
+        return Some("not an address of the pool's family".to_string());
+    };
+    if !effective.contains(&address) {
+        return Some("no longer in spec.ips minus spec.excludeIPs".to_string());
+    }
+    if reserved_set(reservations, effective.version()).contains(&address) {
+        return Some("reserved by a SpiderReservedIP".to_string());
+    }
+    None
 }
 
 /// The answer from stored endpoint entries.
@@ -220,20 +259,26 @@ impl Store {
         let plan = nic_plan(candidates, &held, &inputs.context)?;
         log::debug!("allocating NICs {:?}", plan.nics);
         let mut log = RollbackLog::default();
-        let written = match self
-            .take_addresses(&inputs, &plan, &add.uid, request, &mut log, &mut stats)
-            .await
-        {
-            Ok(results) => self
-                .record_endpoint(add, &plan, &results, request)
+        let work = async {
+            let results = self
+                .take_addresses(&inputs, &plan, &add.uid, request, &mut log, &mut stats)
+                .await?;
+            self.record_endpoint(add, &plan, &results, request)
                 .await
-                .map(|()| results),
-            Err(error) => Err(error),
+                .map(|()| results)
         };
+        let written = tokio::time::timeout_at(request.deadline.into(), work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Deadline {
+                    what: "the pool and endpoint writes of the ADD".to_string(),
+                })
+            });
         let results = match written {
             Ok(results) => results,
             Err(error) => {
-                stats.add(self.roll_back(&log, &add.uid).await);
+                let kept = stored.as_ref().map(held_addresses).unwrap_or_default();
+                stats.add(self.roll_back(&log, &add.uid, &kept).await);
                 return Err(error);
             }
         };
@@ -285,7 +330,14 @@ impl Store {
         for nic in &plan.nics {
             for candidate in &nic.candidates {
                 let (view, taken, candidate_stats) = self
-                    .allocate_candidate(inputs, &owner, &nic.nic, candidate, grow_until, request)
+                    .allocate_candidate(
+                        inputs,
+                        (&owner, &nic.nic),
+                        candidate,
+                        grow_until,
+                        request,
+                        log,
+                    )
                     .await?;
                 stats.add(candidate_stats);
                 let ip = taken.ip;
@@ -333,14 +385,15 @@ impl Store {
 
     /// Tries the pools of one candidate in order; the first that yields an address wins. With
     /// `grow_until`, an exhausted pool is read again until then (an auto pool being scaled up).
+    /// Each pool write is logged in `log` before it is sent.
     async fn allocate_candidate(
         &self,
         inputs: &Inputs,
-        owner: &PoolIpAllocation,
-        nic: &str,
+        (owner, nic): (&PoolIpAllocation, &str),
         candidate: &PoolCandidate,
         grow_until: Option<Instant>,
         request: &AddRequest<'_>,
+        log: &mut RollbackLog,
     ) -> Result<(PoolView, Taken, CasStats), StoreError> {
         let max = request.settings.ip_pool_max_allocated_ips;
         let writer = self.pool_writer();
@@ -354,9 +407,11 @@ impl Store {
                 let op = LedgerOp::Allocate {
                     owner: owner.clone(),
                 };
+                log.intend(pool);
                 let (outcome, pool_stats) = writer
                     .apply(pool, op, max, known.take(), request.deadline)
                     .await?;
+                log.settle(pool);
                 stats.add(pool_stats);
                 let Some(error) = outcome.allocate_error(pool) else {
                     break outcome;
@@ -412,11 +467,68 @@ impl Store {
     }
 
     /// Gives back the records of `log` (best effort: failures are logged and left to the garbage
-    /// collector), within its own time budget: the call's deadline may have passed.
-    pub(super) async fn roll_back(&self, log: &RollbackLog, uid: &str) -> CasStats {
-        let mut stats = CasStats::default();
+    /// collector), within its own time budget: the call's deadline may have passed. In a pool
+    /// with a write of unknown outcome every record of `uid` goes but the addresses in `kept`
+    /// (what the pod's endpoint holds).
+    pub(super) async fn roll_back(
+        &self,
+        log: &RollbackLog,
+        uid: &str,
+        kept: &[String],
+    ) -> CasStats {
         let deadline = Instant::now() + ROLLBACK_BUDGET;
+        let work = self.roll_back_until(log, uid, kept, deadline);
+        match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(stats) => stats,
+            Err(_) => {
+                log::error!(
+                    "the rollback ran out of time (left to garbage collection): {:?}",
+                    log.undo(uid)
+                );
+                CasStats::default()
+            }
+        }
+    }
+
+    async fn roll_back_until(
+        &self,
+        log: &RollbackLog,
+        uid: &str,
+        kept: &[String],
+        deadline: Instant,
+    ) -> CasStats {
+        let mut stats = CasStats::default();
         let writer = self.pool_writer();
+        for pool in log.uncertain() {
+            let releases = match self.pools().get(pool).await {
+                Ok(current) => pool_allocations(&current)
+                    .map(|records| uncertain_releases(&records, uid, kept))
+                    .unwrap_or_default(),
+                Err(error) => {
+                    log::error!(
+                        "failed to read IPPool {pool} after a write of unknown outcome (left to garbage collection): {error}"
+                    );
+                    continue;
+                }
+            };
+            if releases.is_empty() {
+                continue;
+            }
+            match writer
+                .apply(pool, release_op(&releases), i64::MAX, None, deadline)
+                .await
+            {
+                Ok((_, release_stats)) => {
+                    stats.add(release_stats);
+                    log::info!(
+                        "rolled back {releases:?} of IPPool {pool} after a write of unknown outcome"
+                    );
+                }
+                Err(error) => log::error!(
+                    "failed to roll back {releases:?} of IPPool {pool} (left to garbage collection): {error}"
+                ),
+            }
+        }
         for (pool, ip, release) in log.undo(uid) {
             match writer.apply(pool, release, i64::MAX, None, deadline).await {
                 Ok((_, release_stats)) => {
@@ -433,8 +545,10 @@ impl Store {
 
     /// `UpdateAllocatedIPs`, made a repair as well: every stored address of the pod must be
     /// recorded for the pod's current UID. A record of the same pod name under an older UID (a
-    /// re-created StatefulSet pod) moves to the new UID; a missing record is written again if the
-    /// address is free; an address held by another pod is a [`LedgerError::ForeignRecord`].
+    /// re-created StatefulSet pod) moves to the new UID; a missing record is written again only if
+    /// the address is free, still in the pool's `spec.ips` minus `excludeIPs` and not reserved
+    /// (else [`LedgerError::NotAllocatable`]); an address held by another pod is a
+    /// [`LedgerError::ForeignRecord`]. Both make the caller drop the endpoint and allocate afresh.
     async fn ensure_records(
         &self,
         pod: &Pod,
@@ -446,6 +560,7 @@ impl Store {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let holder = format!("{namespace}/{name}");
         let writer = self.pool_writer();
+        let reservations = writer.reserved().await?;
         let mut stats = CasStats::default();
         for (pool, addresses) in addresses_by_pool(details, &uid) {
             let ((), pool_stats) = writer
@@ -477,6 +592,16 @@ impl Store {
                                 .into());
                             }
                             None => {
+                                let refusal = not_allocatable(current, &reservations, &address.ip);
+                                if let Some(reason) = refusal {
+                                    return Err(LedgerError::NotAllocatable {
+                                        pool: pool.clone(),
+                                        ip: address.ip.clone(),
+                                        pod: holder.clone(),
+                                        reason,
+                                    }
+                                    .into());
+                                }
                                 records.insert(
                                     address.ip.clone(),
                                     PoolIpAllocation::new(holder.clone(), uid.clone()),

@@ -24,6 +24,7 @@ use spiderpool_ipam::selection::CandidateSource;
 use spiderpool_ipam::settings::ClusterSettings;
 
 use self::execute::AddPod;
+pub use self::execute::ROLLBACK_BUDGET;
 use self::plan::{AddFacts, AddPlan, StoredEndpoint, needs_candidates, plan_add};
 use crate::cas::CasStats;
 use crate::objects::pod_liveness;
@@ -119,20 +120,37 @@ impl Store {
                 }
                 endpoint = None;
             }
-            (AddPlan::TakeOver { .. }, Some(_), Some(stored)) => {
+            (AddPlan::TakeOver { .. }, Some(existing), Some(stored)) => {
                 let node = pod
                     .spec
                     .as_ref()
                     .and_then(|spec| spec.node_name.clone())
                     .unwrap_or_default();
-                if let Some(outcome) = self
-                    .take_over(&add, stored, &node, request, &mut stats)
-                    .await?
+                match self
+                    .take_over(&add, stored.clone(), &node, request, &mut stats)
+                    .await
                 {
-                    return Ok(outcome);
+                    Ok(Some(outcome)) => return Ok(outcome),
+                    // This NIC was never allocated: allocate it and append it.
+                    Ok(None) => endpoint = self.get_endpoint(namespace, name).await?,
+                    // An address the predecessor held cannot be kept (another pod holds it, or
+                    // it left the pool or was reserved): what this pod name still holds goes,
+                    // under either UID, and the pod is allocated afresh.
+                    Err(StoreError::Ledger(error)) => {
+                        log::warn!(
+                            "StatefulSet pod {namespace}/{name} cannot keep its addresses ({error}): allocating afresh"
+                        );
+                        for uid in [stored.uid.as_str(), add.uid.as_str()] {
+                            stats.add(
+                                self.release_details(&stored.details, uid, request.deadline)
+                                    .await?,
+                            );
+                        }
+                        self.retire_endpoint(existing, true).await?;
+                        endpoint = None;
+                    }
+                    Err(error) => return Err(error),
                 }
-                // This NIC was never allocated: allocate it and append it.
-                endpoint = self.get_endpoint(namespace, name).await?;
             }
             (AddPlan::Replace { release }, Some(existing), Some(stored)) => {
                 self.replace(&add, existing, &stored, release, request, &mut stats)

@@ -212,14 +212,40 @@ pub(crate) struct Taken {
 /// What an ADD wrote to pool ledgers, in order: a failed ADD gives back exactly the records it
 /// created (a record it found already held by the pod's UID stays: an earlier ADD of the pod made
 /// it, and its endpoint may still point at it).
+///
+/// A write whose outcome is unknown (its answer was lost, or the call's deadline cut it off in
+/// flight) is logged as an intent on its pool before it is sent: the rollback then reads the pool
+/// and gives back every record of the pod's UID there that the pod's endpoint does not hold. The
+/// write carried a `resourceVersion` precondition, so if it lands after that read it conflicts
+/// with the rollback's own write instead of slipping past it; a combined (lock-file) request
+/// expires with the call's deadline, which has passed when the rollback runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RollbackLog {
     taken: Vec<Taken>,
+    uncertain: Vec<String>,
 }
 
 impl RollbackLog {
+    /// A write to `pool` is about to be sent.
+    pub fn intend(&mut self, pool: &str) {
+        if !self.uncertain.iter().any(|known| known == pool) {
+            self.uncertain.push(pool.to_string());
+        }
+    }
+
+    /// The write to `pool` has a known outcome (nothing taken, or [`RollbackLog::record`]).
+    pub fn settle(&mut self, pool: &str) {
+        self.uncertain.retain(|known| known != pool);
+    }
+
     pub fn record(&mut self, taken: Taken) {
+        self.settle(&taken.pool);
         self.taken.push(taken);
+    }
+
+    /// Pools with a write of unknown outcome.
+    pub fn uncertain(&self) -> &[String] {
+        &self.uncertain
     }
 
     /// The releases that undo the call, in the order the records were taken.
@@ -233,6 +259,20 @@ impl RollbackLog {
             })
             .collect()
     }
+}
+
+/// The records of `uid` in a pool with an uncertain write that the rollback gives back: all but
+/// the addresses the pod's endpoint holds (`kept`).
+pub(crate) fn uncertain_releases(
+    records: &spiderpool_ipam::ledger::PoolIpAllocations,
+    uid: &str,
+    kept: &[String],
+) -> Vec<IpAndUid> {
+    records
+        .iter()
+        .filter(|(ip, record)| record.pod_uid == uid && !kept.contains(ip))
+        .map(|(ip, _)| IpAndUid::new(ip.clone(), uid))
+        .collect()
 }
 
 /// Whether `stored` (read after an endpoint write reported an error) records the allocation of
@@ -257,6 +297,20 @@ pub(crate) fn endpoint_records(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_uncertain_write_gives_back_every_record_of_the_uid_but_what_the_endpoint_holds() {
+        let records = spiderpool_ipam::ledger::PoolIpAllocations::parse(
+            "p",
+            Some(r#"{"10.0.0.1":{"pod":"ns/a","podUid":"u"},"10.0.0.2":{"pod":"ns/a","podUid":"u"},"10.0.0.3":{"pod":"ns/b","podUid":"v"}}"#),
+        )
+        .expect("a valid ledger");
+        assert_eq!(
+            uncertain_releases(&records, "u", &["10.0.0.1".to_string()]),
+            vec![IpAndUid::new("10.0.0.2", "u")]
+        );
+        assert!(uncertain_releases(&records, "w", &[]).is_empty());
+    }
+
     use super::*;
     use spiderpool_ipam::selection::PoolCandidate;
 

@@ -9,7 +9,7 @@ use spiderpool_ipam::config::IpamConfig;
 use spiderpool_ipam::settings::ClusterSettings;
 
 use super::{AddRequest, AddSource};
-use crate::fake_api::{FakeApi, FaultKind, POOLS, endpoints};
+use crate::fake_api::{FakeApi, FaultKind, POOLS, RESERVED, endpoints};
 use crate::{Backoff, Store, StoreError, StoreOptions};
 
 const NAMESPACE: &str = "ns";
@@ -184,20 +184,92 @@ async fn a_conflict_answered_after_the_deadline_fails_the_add_and_rolls_back() {
 }
 
 #[tokio::test]
-async fn a_retried_add_after_a_lost_ledger_write_reuses_its_record() {
+async fn a_lost_ledger_write_is_given_back_and_the_retry_starts_clean() {
     let api = cluster();
     api.fault("PATCH", "spiderippools/v6/status", 0, FaultKind::Lose);
     let error = add(&api, 10 * SECOND).await.unwrap_err();
     assert!(error.is_transient(), "{error}");
-    // The lost write landed: the record stays for the pod's UID (this call did not know it made
-    // it), the IPv4 record the call knew of was given back.
+    // The lost write landed; the call did not know, but it had logged its intent on the pool, so
+    // its rollback found the record there and gave it back with the IPv4 one.
     assert!(ledger(&api, "v4").is_empty());
-    assert_eq!(ledger(&api, "v6"), [("fd00::10".into(), POD_UID.into())]);
-    // The runtime's retry takes the same address, not a second one.
+    assert!(ledger(&api, "v6").is_empty(), "{:?}", ledger(&api, "v6"));
     let outcome = add(&api, 10 * SECOND).await.unwrap();
     assert_eq!(ledger(&api, "v6"), [("fd00::10".into(), POD_UID.into())]);
     assert_eq!(ledger(&api, "v4"), [("10.0.0.10".into(), POD_UID.into())]);
     assert_eq!(outcome.ips.len(), 2);
+}
+
+#[tokio::test]
+async fn an_add_cut_off_by_its_deadline_in_flight_still_rolls_back() {
+    let api = cluster();
+    // The IPv6 write hangs far past the call's deadline (an API server that stopped answering).
+    api.fault(
+        "PATCH",
+        "spiderippools/v6/status",
+        0,
+        FaultKind::Delay(Duration::from_secs(600)),
+    );
+    // Generous bound: the ADD must give up at its own deadline, not when the write answers.
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        add(&api, Duration::from_millis(300)),
+    )
+    .await
+    .expect("the ADD returned after its deadline instead of waiting for the hung write");
+    let error = outcome.unwrap_err();
+    assert!(matches!(error, StoreError::Deadline { .. }), "{error}");
+    assert!(
+        ledger(&api, "v4").is_empty(),
+        "the IPv4 record was rolled back"
+    );
+    assert!(ledger(&api, "v6").is_empty());
+    assert!(endpoint(&api).is_none());
+}
+
+#[tokio::test]
+async fn a_repeated_add_does_not_record_again_an_address_removed_from_the_pool() {
+    let api = cluster();
+    add(&api, 10 * SECOND).await.unwrap();
+    // 10.0.0.10 is excluded from the pool and its record is gone (released by garbage collection);
+    // the endpoint still names it.
+    let mut v4 = api.get(&format!("{POOLS}/v4")).unwrap();
+    v4["spec"]["excludeIPs"] = json!(["10.0.0.10"]);
+    v4["status"]["allocatedIPs"] = Value::Null;
+    v4["status"]["allocatedIPCount"] = json!(0);
+    api.insert(POOLS, v4);
+    let outcome = add(&api, 10 * SECOND).await.unwrap();
+    assert!(
+        matches!(outcome.source, AddSource::Allocated(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(ledger(&api, "v4"), [("10.0.0.11".into(), POD_UID.into())]);
+    assert_eq!(ledger(&api, "v6"), [("fd00::10".into(), POD_UID.into())]);
+    let stored = endpoint(&api).expect("a new endpoint");
+    assert_eq!(
+        stored["status"]["current"]["ips"][0]["ipv4"],
+        "10.0.0.11/24"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_add_does_not_record_again_a_reserved_address() {
+    let api = cluster();
+    add(&api, 10 * SECOND).await.unwrap();
+    api.insert(
+        RESERVED,
+        json!({"apiVersion": "spiderpool.spidernet.io/v2beta1", "kind": "SpiderReservedIP",
+               "metadata": {"name": "hold"}, "spec": {"ipVersion": 4, "ips": ["10.0.0.10"]}}),
+    );
+    let mut v4 = api.get(&format!("{POOLS}/v4")).unwrap();
+    v4["status"]["allocatedIPs"] = Value::Null;
+    v4["status"]["allocatedIPCount"] = json!(0);
+    api.insert(POOLS, v4);
+    let outcome = add(&api, 10 * SECOND).await.unwrap();
+    assert!(
+        matches!(outcome.source, AddSource::Allocated(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(ledger(&api, "v4"), [("10.0.0.11".into(), POD_UID.into())]);
 }
 
 #[tokio::test]
@@ -239,4 +311,44 @@ async fn an_endpoint_whose_address_another_pod_holds_is_replaced_by_a_fresh_allo
             .any(|request| request.starts_with("DELETE") && request.contains("spiderendpoints")),
         "the stale endpoint was retired: {requests:?}"
     );
+}
+
+/// The pod as a StatefulSet member with this UID.
+fn statefulset_pod(uid: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": POD, "namespace": NAMESPACE, "uid": uid,
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                             "name": "web", "uid": "sts-uid", "controller": true}]},
+           "spec": {"nodeName": "node-1", "containers": []},
+           "status": {"phase": "Pending"}})
+}
+
+#[tokio::test]
+async fn a_recreated_statefulset_pod_whose_address_left_the_pool_is_allocated_afresh() {
+    let api = cluster();
+    let pods = format!("/api/v1/namespaces/{NAMESPACE}/pods");
+    api.insert(&pods, statefulset_pod(POD_UID));
+    add(&api, 10 * SECOND).await.unwrap();
+    // The pod is re-created; meanwhile 10.0.0.10 was excluded from the pool and its record went.
+    api.insert(&pods, statefulset_pod("pod-uid-2"));
+    let mut v4 = api.get(&format!("{POOLS}/v4")).unwrap();
+    v4["spec"]["excludeIPs"] = json!(["10.0.0.10"]);
+    v4["status"]["allocatedIPs"] = Value::Null;
+    v4["status"]["allocatedIPCount"] = json!(0);
+    api.insert(POOLS, v4);
+    let outcome = add(&api, 10 * SECOND).await.unwrap();
+    assert!(
+        matches!(outcome.source, AddSource::Allocated(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        ledger(&api, "v4"),
+        [("10.0.0.11".into(), "pod-uid-2".into())]
+    );
+    assert_eq!(
+        ledger(&api, "v6"),
+        [("fd00::10".into(), "pod-uid-2".into())]
+    );
+    let stored = endpoint(&api).expect("a new endpoint");
+    assert_eq!(stored["status"]["current"]["uid"], "pod-uid-2");
 }
