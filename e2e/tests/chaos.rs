@@ -213,7 +213,13 @@ async fn chaos(
     let mut rng = actor_rng(seed, 0);
     let driving = Instant::now();
     let mut reported = Instant::now();
-    while stats.operations() < plan.operations && driving.elapsed() < plan.max_driving {
+    // Drive until the operations are done and the monkey has struck at least once of each kind
+    // (its API-server restarts are timed: a fast run must not end before the first one).
+    let disturbed =
+        || stats.get("restart:apiserver") > 0 && stats.get("kill:controller-manager") > 0;
+    while (stats.operations() < plan.operations || !disturbed())
+        && driving.elapsed() < plan.max_driving
+    {
         if reported.elapsed() >= Duration::from_secs(60) {
             reported = Instant::now();
             eprintln!(
