@@ -3,17 +3,20 @@
 //! ([`ipam_plugin`]), the `ifacer` and `coordinator` meta-plugins, and the node installer that puts
 //! them, their kubeconfig and their settings on every node ([`installer`]).
 //!
-//! Unsafe code is denied everywhere but in [`arp`], whose raw `AF_PACKET` socket (gratuitous ARP
-//! and duplicate-address probes) has no safe wrapper in the crates we use.
+//! Unsafe code is denied everywhere but in [`raw_link`], whose `AF_PACKET` socket (the ARP and NDP
+//! probes and announcements of [`neighbour`]) has no safe wrapper in the crates we use.
 
 #![deny(unsafe_code)]
 
-#[allow(unsafe_code)]
 pub mod arp;
 pub mod coordinator;
 pub mod ifacer;
 pub mod installer;
 pub mod ipam_plugin;
+pub mod ndp;
+pub mod neighbour;
 pub mod netlink;
 pub mod netns;
 pub mod protocol;
+#[allow(unsafe_code)]
+pub mod raw_link;

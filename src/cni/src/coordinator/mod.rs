@@ -9,13 +9,14 @@
 //! Every NIC other than the default-route NIC gets its own policy table (`from <ip> lookup <table>`, its
 //! routes moved out of the main table), so replies leave by the NIC the request came in on. The host gets
 //! `from all lookup <hostRuleTable>` and per-pod-IP routes via the veth in that table. Options: MAC rewrite
-//! (`podMACPrefix`), `rp_filter`, `txQueueLen`, veth MTU and address, policy routes, and ARP-based IP-conflict
-//! and gateway checks (IPv4; IPv6 NDP checks are not implemented and are skipped with a log line).
+//! (`podMACPrefix`), `rp_filter`, `txQueueLen`, veth MTU and address, policy routes, and IP-conflict and
+//! gateway checks ([`crate::neighbour`]: ARP for IPv4, NDP for IPv6), with the new MAC announced the same
+//! way after a rewrite.
 //!
 //! Settings come from the NAD entry with a [`FallbackSource`] for absent keys ([`config`]); pure decisions
 //! live in [`plan`]; `setup` does the ADD's netlink work on the host (the plugin's own namespace) and
 //! inside the pod (through [`crate::netns::run_in`]); this module is the plugin (ADD, DEL, CHECK), the
-//! ARP checks and the host-side teardown.
+//! neighbour checks and the host-side teardown.
 
 pub mod config;
 pub mod kube_fallback;
@@ -35,14 +36,16 @@ use self::config::{
 };
 use self::plan::host_veth_name;
 use self::setup::{Setup, host_route_destination};
-use crate::arp::ArpSocket;
+use crate::neighbour::{self, Neighbours, Timing};
 use crate::netlink::{Address, Link, Netlink};
 use crate::netns;
 use crate::protocol::{CniError, CniResult, Context, ErrorCode, K8S_ARG_KEYS, Plugin, logging};
 
-/// Tries and per-try timeout of the ARP checks (upstream: 3 tries, 100 ms).
-const DETECTION_TRIES: u32 = 3;
-const DETECTION_TIMEOUT: Duration = Duration::from_millis(100);
+/// Tries and per-try timeout of the ARP and NDP checks (upstream: 3 tries, 100 ms, for both).
+const DETECTION: Timing = Timing {
+    tries: 3,
+    per_try: Duration::from_millis(100),
+};
 /// Bound on reading the SpiderCoordinator and the pod from the API server.
 const KUBE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -192,7 +195,8 @@ fn check_cni_args(context: &Context) -> Result<(), CniError> {
         .map_err(|error| error.context("failed to load CNI ENV args"))
 }
 
-/// ARP checks on the current NIC (IPv4 only).
+/// Conflict and gateway checks on the current NIC: ARP for IPv4, NDP for IPv6. Conflicts are checked
+/// first, so a gateway never learns the link address of a refused address (upstream issue 4475).
 fn detect(
     current: &Link,
     mac: [u8; 6],
@@ -200,88 +204,77 @@ fn detect(
     gateways: &[IpAddr],
     settings: &Settings,
 ) -> Result<(), CniError> {
-    let socket = ArpSocket::open(current.index, mac).map_err(|error| {
-        CniError::network(format!(
-            "failed to open ARP socket on {}: {error}",
-            current.name
-        ))
-    })?;
-    let arp_failed = |error: std::io::Error| {
-        CniError::network(format!("ARP on {} failed: {error}", current.name))
+    let neighbours = Neighbours::new(current.index, mac, DETECTION);
+    let failed = |address: IpAddr| {
+        move |error: std::io::Error| {
+            CniError::network(format!(
+                "{} on {} failed: {error}",
+                neighbour::protocol(address),
+                current.name
+            ))
+        }
     };
     if settings.detect_ip_conflict {
-        for address in addresses {
-            match address.network.ip() {
-                IpAddr::V4(ip) => {
-                    if let Some(owner) = socket
-                        .probe_conflict(ip, DETECTION_TRIES, DETECTION_TIMEOUT)
-                        .map_err(arp_failed)?
-                    {
-                        return Err(CniError::new(
-                            ErrorCode::IP_CONFLICT,
-                            format!(
-                                "ip conflict: {ip} is already used by {}",
-                                format_mac(&owner)
-                            ),
-                        )
-                        .with_details(format!("detected by an ARP probe on {}", current.name)));
-                    }
-                }
-                IpAddr::V6(ip) => log::warn!(
-                    "IPv6 duplicate address detection (NDP) is not implemented; {ip} not checked"
-                ),
+        for address in addresses.iter().map(|address| address.network.ip()) {
+            if let Some(owner) = neighbours.find_owner(address).map_err(failed(address))? {
+                return Err(CniError::new(
+                    ErrorCode::IP_CONFLICT,
+                    format!(
+                        "ip conflict: {address} is already used by {}",
+                        format_mac(&owner)
+                    ),
+                )
+                .with_details(format!(
+                    "detected by an {} probe on {}",
+                    neighbour::protocol(address),
+                    current.name
+                )));
             }
         }
     }
     if settings.detect_gateway {
-        let source = addresses
-            .iter()
-            .find_map(|address| match address.network.ip() {
-                IpAddr::V4(ip) => Some(ip),
-                IpAddr::V6(_) => None,
-            });
-        for gateway in gateways {
-            match (gateway, source) {
-                (IpAddr::V4(gateway), Some(source)) => {
-                    let answer = socket
-                        .resolve(source, *gateway, DETECTION_TRIES, DETECTION_TIMEOUT)
-                        .map_err(arp_failed)?;
-                    if answer.is_none() {
-                        return Err(CniError::new(
-                            ErrorCode::GATEWAY_UNREACHABLE,
-                            format!("gateway {gateway} is unreachable from {}", current.name),
-                        )
-                        .with_details(format!("no ARP reply after {DETECTION_TRIES} tries")));
-                    }
-                }
-                (IpAddr::V6(gateway), _) => {
-                    log::warn!(
-                        "IPv6 gateway detection (NDP) is not implemented; {gateway} not checked"
-                    )
-                }
-                (IpAddr::V4(gateway), None) => {
-                    log::warn!("no IPv4 source address to check gateway {gateway}")
-                }
+        for gateway in gateways.iter().copied() {
+            let Some(source) = addresses
+                .iter()
+                .map(|address| address.network.ip())
+                .find(|ip| ip.is_ipv4() == gateway.is_ipv4())
+            else {
+                log::warn!(
+                    "{} has no address of the family of gateway {gateway}; not checked",
+                    current.name
+                );
+                continue;
+            };
+            if neighbours
+                .resolve(source, gateway)
+                .map_err(failed(gateway))?
+                .is_none()
+            {
+                return Err(CniError::new(
+                    ErrorCode::GATEWAY_UNREACHABLE,
+                    format!("gateway {gateway} is unreachable from {}", current.name),
+                )
+                .with_details(format!(
+                    "no {} reply after {} tries",
+                    neighbour::protocol(gateway),
+                    DETECTION.tries
+                )));
             }
         }
     }
     Ok(())
 }
 
-/// Gratuitous ARP for the IPv4 addresses after a MAC change (errors are only logged, as upstream).
+/// Announce the NIC's addresses after a MAC change: gratuitous ARP for IPv4, an unsolicited neighbour
+/// advertisement for IPv6 (errors are only logged, as upstream).
 fn announce(current: &Link, mac: [u8; 6], addresses: &[Address]) {
-    let socket = match ArpSocket::open(current.index, mac) {
-        Ok(socket) => socket,
-        Err(error) => {
-            log::warn!("failed to open ARP socket to announce addresses: {error}");
-            return;
-        }
-    };
-    for address in addresses {
-        if let IpAddr::V4(ip) = address.network.ip()
-            && let Err(error) = socket.announce(ip)
-        {
-            log::warn!("failed to announce {ip}: {error}");
+    let neighbours = Neighbours::new(current.index, mac, DETECTION);
+    for address in addresses.iter().map(|address| address.network.ip()) {
+        if let Err(error) = neighbours.announce(address) {
+            log::warn!(
+                "failed to announce {address} by {}: {error}",
+                neighbour::protocol(address)
+            );
         }
     }
 }

@@ -302,7 +302,7 @@ impl Setup<'_> {
         })
     }
 
-    /// ARP checks of the current NIC's addresses and of the gateways the main plugin returned for them.
+    /// ARP/NDP checks of the current NIC's addresses and of the gateways the main plugin returned for them.
     fn detect(&self, view: &PodView, previous: &CniResult) -> Result<(), CniError> {
         let settings = self.settings.clone();
         let current = view.current.clone();
