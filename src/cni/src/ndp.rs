@@ -209,10 +209,7 @@ mod tests {
 
     #[test]
     fn solicited_node_group_keeps_the_low_24_bits() {
-        assert_eq!(
-            solicited_node(v6("fd00:6::a8:ad")),
-            v6("ff02::1:ffa8:ad")
-        );
+        assert_eq!(solicited_node(v6("fd00:6::a8:ad")), v6("ff02::1:ffa8:ad"));
         assert_eq!(
             solicited_node(v6("2001:db8::1234:5678")),
             v6("ff02::1:ff34:5678")
@@ -266,7 +263,11 @@ mod tests {
         assert_eq!(ours.len(), 64);
         assert_eq!(ours[..4], kernel[..4]);
         assert_eq!(u16::from_be_bytes([ours[4], ours[5]]), 24);
-        assert_eq!(ours[6..42], kernel[6..42], "next header, hop limit, addresses, type, code");
+        assert_eq!(
+            ours[6..42],
+            kernel[6..42],
+            "next header, hop limit, addresses, type, code"
+        );
         assert_eq!(ours[44..64], kernel[44..64], "reserved and target");
     }
 
@@ -300,11 +301,7 @@ mod tests {
         assert_eq!((packet[40], packet[41]), (135, 0));
         assert_eq!(ipv6_at(packet, 48), Some(v6("fd00:6::50")));
         assert_eq!(
-            checksum(
-                Ipv6Addr::UNSPECIFIED,
-                v6("ff02::1:ff00:50"),
-                &packet[40..]
-            ),
+            checksum(Ipv6Addr::UNSPECIFIED, v6("ff02::1:ff00:50"), &packet[40..]),
             0
         );
     }

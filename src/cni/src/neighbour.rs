@@ -57,14 +57,8 @@ impl Probe {
         match address {
             IpAddr::V4(address) => Self {
                 ethertype: ETH_P_ARP,
-                request: arp_packet(
-                    ARP_REQUEST,
-                    own_mac,
-                    Ipv4Addr::UNSPECIFIED,
-                    [0; 6],
-                    address,
-                )
-                .to_vec(),
+                request: arp_packet(ARP_REQUEST, own_mac, Ipv4Addr::UNSPECIFIED, [0; 6], address)
+                    .to_vec(),
                 destination: BROADCAST,
                 answer: Box::new(move |payload, _| {
                     parse_arp(payload)
@@ -179,8 +173,7 @@ impl Neighbours {
             socket.send(&probe.request, probe.destination)?;
             let deadline = Instant::now() + self.timing.per_try;
             while let Some(received) = socket.receive(&mut buffer, deadline)? {
-                if let Some(owner) = probe.answer(&buffer[..received.length], received.source_mac)
-                {
+                if let Some(owner) = probe.answer(&buffer[..received.length], received.source_mac) {
                     return Ok(Some(owner));
                 }
             }

@@ -7,6 +7,8 @@
 //!   gateway ns: gw0 10.6.0.1/16, gw1 10.7.0.1/16
 //!   host ns:    up0 10.6.168.123/16 (peer gw0, default route via 10.6.0.1), up1 (peer gw1)
 //!   pod ns:     eth0 = macvlan on up0, net1 = macvlan on up1, veth0 (peer on the host)
+//!
+//! The IPv6 tests (NDP checks and announcements) add fd00:6::1/64 on gw0 and fd00:6::123/64 on up0.
 
 mod common;
 
@@ -81,9 +83,28 @@ fn topology() -> Topology {
 }
 
 fn macvlan(master: &str, address: &str, gateway: &str) -> Value {
+    macvlan_addresses(master, &[(address, gateway)])
+}
+
+/// Debian's `macvlan` with `static` IPAM: each `(address, gateway)` pair and a default route of its family.
+fn macvlan_addresses(master: &str, addresses: &[(&str, &str)]) -> Value {
+    let ipam_addresses: Vec<Value> = addresses
+        .iter()
+        .map(|(address, gateway)| json!({"address": address, "gateway": gateway}))
+        .collect();
+    let routes: Vec<Value> = addresses
+        .iter()
+        .map(|(address, gateway)| {
+            let default = if address.contains(':') {
+                "::/0"
+            } else {
+                "0.0.0.0/0"
+            };
+            json!({"dst": default, "gw": gateway})
+        })
+        .collect();
     json!({"type": "macvlan", "master": master, "mode": "bridge", "mtu": 0,
-           "ipam": {"type": "static", "addresses": [{"address": address, "gateway": gateway}],
-                    "routes": [{"dst": "0.0.0.0/0", "gw": gateway}]}})
+           "ipam": {"type": "static", "addresses": ipam_addresses, "routes": routes}})
 }
 
 /// The coordinator entry every SpiderMultusConfig-generated NAD carries (contract 3.4), plus `extra`.
@@ -679,4 +700,253 @@ fn coordinator_check_finds_the_interface() {
         output.error_msg(),
         "interface net7 does not exist in the pod"
     );
+}
+
+// ----- IPv6: NDP duplicate-address and gateway checks, unsolicited neighbour advertisement -----
+
+/// [`topology`] with IPv6 on up0's link: the gateway holds fd00:6::1/64 on gw0, the node fd00:6::123/64 on
+/// up0, both `nodad` so they answer solicitations at once instead of after a tentative period.
+fn ipv6_topology() -> Topology {
+    let topology = topology();
+    topology
+        .gateway
+        .ip(&["addr", "add", "fd00:6::1/64", "dev", "gw0", "nodad"]);
+    topology
+        .host
+        .ip(&["addr", "add", "fd00:6::123/64", "dev", "up0", "nodad"]);
+    topology
+}
+
+fn pod_sysctl(pod: &Netns, key: &str) -> String {
+    let path = std::path::Path::new("/proc/sys").join(key);
+    spiderpool_cni::netns::run_in(&pod.path(), move || {
+        Ok(std::fs::read_to_string(&path).expect("read sysctl"))
+    })
+    .expect("enter pod")
+    .trim()
+    .to_string()
+}
+
+fn set_pod_sysctl(pod: &Netns, key: &str, value: &'static str) {
+    let path = std::path::Path::new("/proc/sys").join(key);
+    spiderpool_cni::netns::run_in(&pod.path(), move || {
+        std::fs::write(&path, value).expect("write sysctl");
+        Ok(())
+    })
+    .expect("enter pod");
+}
+
+/// Turn off the kernel's own duplicate-address detection for interfaces created in `pod` (`accept_dad`
+/// is copied from `default` when the main plugin creates eth0). Otherwise the kernel would flag a
+/// duplicate itself and Debian's `macvlan`, which waits for addresses to leave the tentative state, would
+/// fail before the coordinator runs: these tests are about the coordinator's probes.
+fn without_kernel_dad(pod: &Netns) {
+    for scope in ["all", "default"] {
+        set_pod_sysctl(pod, &format!("net/ipv6/conf/{scope}/accept_dad"), "0");
+    }
+}
+
+fn mac_of(netns: &Netns, link: &str) -> String {
+    netns
+        .ip(&["-br", "link", "show", "dev", link])
+        .split_whitespace()
+        .nth(2)
+        .expect("link/ether column")
+        .to_string()
+}
+
+/// The link address `netns` caches for `address` on `link`, waiting up to 5 s for it to be `expected`
+/// (the kernel processes a received advertisement asynchronously).
+fn neighbour_becomes(netns: &Netns, link: &str, address: &str, expected: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let entry = netns.ip(&["neigh", "show", address, "dev", link]);
+        if entry.contains(expected) || std::time::Instant::now() > deadline {
+            return entry.trim().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ipv6_conflict_detection_rejects_an_address_advertised_by_another_host() {
+    let test = "ipv6_conflict_detection_rejects_an_address_advertised_by_another_host";
+    require_netns(test);
+    require_debian_plugins(test);
+    let topology = ipv6_topology();
+    // A responder on the same L2 (a macvlan of up0 in bridge mode) already holds fd00:6::50: its kernel
+    // answers our duplicate-address solicitation with a neighbour advertisement.
+    let responder = Netns::new("responder");
+    topology.host.ip(&[
+        "link", "add", "r0", "link", "up0", "type", "macvlan", "mode", "bridge",
+    ]);
+    topology
+        .host
+        .ip(&["link", "set", "r0", "netns", &responder.name]);
+    responder.ip(&["addr", "add", "fd00:6::50/64", "dev", "r0", "nodad"]);
+    responder.ip(&["link", "set", "r0", "up"]);
+    without_kernel_dad(&topology.pod);
+
+    let chain = |address: &str| {
+        Chain::new(
+            "macvlan-up0",
+            "1.0.0",
+            vec![
+                macvlan("up0", address, "fd00:6::1"),
+                coordinator(json!({"detectIPConflict": true})),
+            ],
+        )
+    };
+    let (plugin, output) = chain("fd00:6::50/64")
+        .add(
+            &topology.host,
+            &invocation(&topology.pod, "conflict6a", "eth0"),
+        )
+        .expect_err("an address another host advertises must be refused");
+    eprintln!("conflict error: {}", output.stdout.trim());
+    assert_eq!(plugin, "coordinator");
+    assert_eq!(output.error_code(), Some(102), "{output:?}");
+    assert_eq!(
+        output.error_msg(),
+        format!(
+            "ip conflict: fd00:6::50 is already used by {}",
+            mac_of(&responder, "r0")
+        )
+    );
+    assert_eq!(
+        output.json()["details"],
+        json!("detected by an NDP probe on eth0")
+    );
+    let pod_address = topology.pod.ip(&["-6", "addr", "show", "dev", "eth0"]);
+    assert!(
+        pod_address.contains("fd00:6::50/64") && !pod_address.contains("dadfailed"),
+        "the pod's kernel did not detect it (accept_dad 0): {pod_address}"
+    );
+
+    // A free address passes: the gateway answers solicitations for its own address only.
+    let other_pod = Netns::new("pod2");
+    without_kernel_dad(&other_pod);
+    chain("fd00:6::51/64")
+        .add(
+            &topology.host,
+            &invocation(&other_pod, "conflict6b", "eth0"),
+        )
+        .unwrap_or_else(|(p, o)| panic!("{p}: {o:?}"));
+}
+
+#[test]
+fn ipv6_gateway_detection_passes_with_a_live_gateway_and_fails_without_one() {
+    let test = "ipv6_gateway_detection_passes_with_a_live_gateway_and_fails_without_one";
+    require_netns(test);
+    require_debian_plugins(test);
+    let topology = ipv6_topology();
+    let chain = |gateway: &str, detect: bool| {
+        Chain::new(
+            "macvlan-up0",
+            "1.0.0",
+            vec![
+                macvlan("up0", "fd00:6::60/64", gateway),
+                coordinator(json!({"detectGateway": detect})),
+            ],
+        )
+    };
+    without_kernel_dad(&topology.pod);
+    chain("fd00:6::1", true)
+        .add(
+            &topology.host,
+            &invocation(&topology.pod, "gateway6a", "eth0"),
+        )
+        .unwrap_or_else(|(p, o)| panic!("live gateway: {p}: {o:?}"));
+    // The gateway's kernel accepted our solicitation (hop limit, checksum, source link-layer option): it
+    // learnt the pod's MAC from it.
+    let pod_mac = mac_of(&topology.pod, "eth0");
+    let learnt = neighbour_becomes(&topology.gateway, "gw0", "fd00:6::60", &pod_mac);
+    assert!(learnt.contains(&pod_mac), "gateway's cache: {learnt:?}");
+
+    let silent = Netns::new("pod2");
+    without_kernel_dad(&silent);
+    let (plugin, output) = chain("fd00:6::fe", true)
+        .add(&topology.host, &invocation(&silent, "gateway6b", "eth0"))
+        .expect_err("a gateway nobody answers for must fail");
+    assert_eq!(plugin, "coordinator");
+    assert_eq!(output.error_code(), Some(103), "{output:?}");
+    assert_eq!(
+        output.error_msg(),
+        "gateway fd00:6::fe is unreachable from eth0"
+    );
+    assert_eq!(
+        output.json()["details"],
+        json!("no NDP reply after 3 tries")
+    );
+
+    // detectGateway off: the same silent gateway is not checked.
+    let unchecked = Netns::new("pod3");
+    without_kernel_dad(&unchecked);
+    chain("fd00:6::fe", false)
+        .add(&topology.host, &invocation(&unchecked, "gateway6c", "eth0"))
+        .unwrap_or_else(|(p, o)| panic!("detection off: {p}: {o:?}"));
+}
+
+#[test]
+fn mac_rewrite_is_announced_by_gratuitous_arp_and_unsolicited_neighbour_advertisement() {
+    let test = "mac_rewrite_is_announced_by_gratuitous_arp_and_unsolicited_neighbour_advertisement";
+    require_netns(test);
+    require_debian_plugins(test);
+    let topology = ipv6_topology();
+    without_kernel_dad(&topology.pod);
+    // The gateway still caches the pod's addresses at an old MAC, as after a pod came back with the same
+    // addresses. Only an announcement with the override flag replaces a cached link address.
+    const OLD_MAC: &str = "02:00:00:00:00:99";
+    for address in ["fd00:6::70", "10.6.168.70"] {
+        topology.gateway.ip(&[
+            "neigh", "add", address, "lladdr", OLD_MAC, "dev", "gw0", "nud", "stale",
+        ]);
+    }
+    let main_plugin = Chain::new(
+        "macvlan-up0",
+        "1.0.0",
+        vec![macvlan_addresses(
+            "up0",
+            &[
+                ("10.6.168.70/16", "10.6.0.1"),
+                ("fd00:6::70/64", "fd00:6::1"),
+            ],
+        )],
+    );
+    let then_coordinator = Chain::new(
+        "macvlan-up0",
+        "1.0.0",
+        vec![coordinator(json!({"podMACPrefix": "0a:1b"}))],
+    );
+    let eth0 = invocation(&topology.pod, "announce6", "eth0");
+    let result = add(&main_plugin, &topology, &eth0);
+    // Debian's macvlan turns on arp_notify for eth0, so the pod's kernel would announce the MAC change
+    // itself (by gratuitous ARP; ndisc_notify would do it by NDP). With both off, the new MAC can only reach
+    // the gateway by the coordinator's own messages.
+    let notify_keys = [
+        "net/ipv4/conf/eth0/arp_notify",
+        "net/ipv6/conf/eth0/ndisc_notify",
+    ];
+    for key in notify_keys {
+        set_pod_sysctl(&topology.pod, key, "0");
+    }
+    then_coordinator
+        .add_after(&topology.host, &eth0, Some(result))
+        .unwrap_or_else(|(p, o)| panic!("{p} ADD failed: {o:?}"));
+    for key in notify_keys.into_iter().chain([
+        "net/ipv4/conf/all/arp_notify",
+        "net/ipv6/conf/all/ndisc_notify",
+    ]) {
+        assert_eq!(pod_sysctl(&topology.pod, key), "0", "{key}");
+    }
+    let new_mac = mac_of(&topology.pod, "eth0");
+    assert!(new_mac.starts_with("0a:1b:"), "rewritten MAC: {new_mac}");
+    for address in ["fd00:6::70", "10.6.168.70"] {
+        let entry = neighbour_becomes(&topology.gateway, "gw0", address, &new_mac);
+        eprintln!("gateway's cache after ADD: {entry}");
+        assert!(
+            entry.contains(&new_mac) && !entry.contains(OLD_MAC),
+            "{address}: {entry}"
+        );
+    }
 }

@@ -257,7 +257,17 @@ impl Chain {
         host: &Netns,
         invocation: &Invocation,
     ) -> Result<Value, (String, PluginOutput)> {
-        let mut previous: Option<Value> = None;
+        self.add_after(host, invocation, None)
+    }
+
+    /// ADD through every plugin, the first one getting `previous` as its prevResult (the rest of a chain
+    /// whose first part ran before).
+    pub fn add_after(
+        &self,
+        host: &Netns,
+        invocation: &Invocation,
+        mut previous: Option<Value>,
+    ) -> Result<Value, (String, PluginOutput)> {
         for plugin in &self.plugins {
             let kind = plugin["type"].as_str().expect("type").to_string();
             let invocation = Invocation {
