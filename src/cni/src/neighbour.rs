@@ -4,6 +4,18 @@
 //! counts) run by one loop shared by both protocols: up to `tries` requests, each followed by a wait of
 //! `per_try` for an answer.
 //!
+//! Where we differ from upstream's IPv6 checks (`pkg/networking/networking/ipam_detection.go`), on purpose:
+//! * the duplicate-address probe is RFC 4862's (source `::`, no link-layer option), not a solicitation
+//!   from the link-local address: it needs no usable address on the interface, so there is no wait for
+//!   the link-local address to leave its tentative state (upstream waits up to 10 s), and it cannot make
+//!   neighbours cache anything while the answer is still unknown;
+//! * the gateway is asked from the pod's own address of the family, as for IPv4, not from the link-local;
+//! * an answer counts when it is a well-formed advertisement (hop limit 255, valid checksum) for the
+//!   address asked about; its link address is the target link-layer option or else the frame's source
+//!   (upstream insists on exactly one option);
+//! * the announcement after a MAC rewrite is a real unsolicited advertisement with the override flag
+//!   (upstream sends a solicitation there, which does not replace a neighbour's cached link address).
+//!
 //! Call it on the thread that runs inside the pod's network namespace (see [`crate::netns`]).
 
 use std::io;

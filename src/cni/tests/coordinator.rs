@@ -318,13 +318,9 @@ fn two_nic_pod_gets_the_policy_routing_of_seed_002_and_del_cleans_the_host() {
     drop(gateway);
 }
 
-#[test]
-fn ip_conflict_detection_rejects_an_address_answered_by_another_host() {
-    let test = "ip_conflict_detection_rejects_an_address_answered_by_another_host";
-    require_netns(test);
-    require_debian_plugins(test);
-    let topology = topology();
-    // A responder on the same L2 (a macvlan of up0 in bridge mode) already holds 10.6.168.50.
+/// A namespace on up0's L2 (a macvlan `r0` of up0 in bridge mode) whose kernel holds an address
+/// (`ip addr add <address_arguments> dev r0`) and answers for it.
+fn responder_holding(topology: &Topology, address_arguments: &[&str]) -> Netns {
     let responder = Netns::new("responder");
     topology.host.ip(&[
         "link", "add", "r0", "link", "up0", "type", "macvlan", "mode", "bridge",
@@ -332,19 +328,35 @@ fn ip_conflict_detection_rejects_an_address_answered_by_another_host() {
     topology
         .host
         .ip(&["link", "set", "r0", "netns", &responder.name]);
-    responder.ip(&["addr", "add", "10.6.168.50/16", "dev", "r0"]);
+    let mut add = vec!["addr", "add"];
+    add.extend_from_slice(address_arguments);
+    add.extend_from_slice(&["dev", "r0"]);
+    responder.ip(&add);
     responder.ip(&["link", "set", "r0", "up"]);
+    responder
+}
 
-    let chain = |address: &str| {
-        Chain::new(
-            "macvlan-up0",
-            "1.0.0",
-            vec![
-                macvlan("up0", address, "10.6.0.1"),
-                coordinator(json!({"detectIPConflict": true})),
-            ],
-        )
-    };
+/// macvlan on up0 with `address`, then the coordinator with `detectIPConflict`.
+fn conflict_checking_chain(address: &str, gateway: &str) -> Chain {
+    Chain::new(
+        "macvlan-up0",
+        "1.0.0",
+        vec![
+            macvlan("up0", address, gateway),
+            coordinator(json!({"detectIPConflict": true})),
+        ],
+    )
+}
+
+#[test]
+fn ip_conflict_detection_rejects_an_address_answered_by_another_host() {
+    let test = "ip_conflict_detection_rejects_an_address_answered_by_another_host";
+    require_netns(test);
+    require_debian_plugins(test);
+    let topology = topology();
+    // A responder on the same L2 already holds 10.6.168.50.
+    let responder = responder_holding(&topology, &["10.6.168.50/16"]);
+    let chain = |address: &str| conflict_checking_chain(address, "10.6.0.1");
     let (plugin, output) = chain("10.6.168.50/16")
         .add(
             &topology.host,
@@ -774,29 +786,11 @@ fn ipv6_conflict_detection_rejects_an_address_advertised_by_another_host() {
     require_netns(test);
     require_debian_plugins(test);
     let topology = ipv6_topology();
-    // A responder on the same L2 (a macvlan of up0 in bridge mode) already holds fd00:6::50: its kernel
-    // answers our duplicate-address solicitation with a neighbour advertisement.
-    let responder = Netns::new("responder");
-    topology.host.ip(&[
-        "link", "add", "r0", "link", "up0", "type", "macvlan", "mode", "bridge",
-    ]);
-    topology
-        .host
-        .ip(&["link", "set", "r0", "netns", &responder.name]);
-    responder.ip(&["addr", "add", "fd00:6::50/64", "dev", "r0", "nodad"]);
-    responder.ip(&["link", "set", "r0", "up"]);
+    // A responder on the same L2 already holds fd00:6::50: its kernel answers our duplicate-address
+    // solicitation with a neighbour advertisement.
+    let responder = responder_holding(&topology, &["fd00:6::50/64", "nodad"]);
     without_kernel_dad(&topology.pod);
-
-    let chain = |address: &str| {
-        Chain::new(
-            "macvlan-up0",
-            "1.0.0",
-            vec![
-                macvlan("up0", address, "fd00:6::1"),
-                coordinator(json!({"detectIPConflict": true})),
-            ],
-        )
-    };
+    let chain = |address: &str| conflict_checking_chain(address, "fd00:6::1");
     let (plugin, output) = chain("fd00:6::50/64")
         .add(
             &topology.host,
