@@ -36,10 +36,10 @@ mkdir -p "$out/seeds" "$out/logs" "$out/crashes" "$out/corpus"
 "$target_dir/debug/spiderpool-fuzz" seeds "$out/seeds" >&2
 
 # target  inputs  seconds(at most)   -- inputs per target sum to 10.5 million.
-plan="annotations 2000000 150
+plan="annotations 2000000 300
 ranges 2500000 150
 ledger 1500000 100
-cni_env 1500000 100
+cni_env 1500000 200
 cni_config 1000000 120
 selection 1000000 150
 webhook 500000 200
