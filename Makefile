@@ -129,7 +129,7 @@ run: deps build
 bench: deps
 	$(CARGO) build --workspace --bins --all-features --release
 	SPIDERPOOL_BIN_DIR=$(TARGET_DIR)/release e2e/scripts/with-testenv.sh --with-controller-manager -- \
-	  $(CARGO) test --release -p spiderpool-e2e -- --ignored --nocapture --test-threads=1 2>&1 | tee bench.log | grep -E '^BENCH|^test result|panicked'
+	  $(CARGO) test --release -p spiderpool-e2e -- --ignored --nocapture --test-threads=1 --skip peers_ 2>&1 | tee bench.log | grep -E '^BENCH|^test result|panicked'
 
 # The long chaos run (e2e/tests/chaos.rs): its own control plane, which it restarts; the short
 # run is part of `make test`. Prints the seed, the operations by kind, kills and restarts.
