@@ -84,6 +84,14 @@ async fn round(client: &Client, label: &str, lock_files: bool) -> anyhow::Result
         millis(del.percentile(0.99)),
         del.failed_calls,
     );
+    for (command, phase) in [("ADD", add), ("DEL", del)] {
+        if phase.stalled > std::time::Duration::from_secs(1) {
+            println!(
+                "BENCH ipam {label}: {command} figures not valid: the benchmark process was stopped or starved for {:.1} s",
+                phase.stalled.as_secs_f64()
+            );
+        }
+    }
     RESULTS.lock().await.push((label.to_string(), add.rate()));
     Ok(())
 }

@@ -61,11 +61,17 @@ fn row(report: &Report) -> String {
     if add.unserved > 0 {
         failed = format!("{failed}; {} pods never served", add.unserved);
     }
+    let mut wall = format!("{:.1} s", add.wall.as_secs_f64());
+    if add.stalled > Duration::from_secs(1) {
+        wall = format!(
+            "{wall} (not valid: stopped or starved {:.1} s)",
+            add.stalled.as_secs_f64()
+        );
+    }
     format!(
-        "| {} | {:.1} | {:.1} s | {:.0} ms / {:.1} s / {:.1} s | {failed} | {} | {} |\n",
+        "| {} | {:.1} | {wall} | {:.0} ms / {:.1} s / {:.1} s | {failed} | {} | {} |\n",
         report.label,
         add.rate(),
-        add.wall.as_secs_f64(),
         millis(add.percentile(0.5)),
         add.percentile(0.99).as_secs_f64(),
         add.percentile(1.0).as_secs_f64(),
@@ -113,10 +119,18 @@ fn print_details(report: &Report, load_before: &str, load_after: &str) {
         seconds(del.control_plane_cpu),
     );
     println!(
+        "BENCH peers {label}: the benchmark process was stopped or starved (gaps over 0.5 s) for {:.1} s during ADD, {:.1} s during DEL",
+        add.stalled.as_secs_f64(),
+        del.stalled.as_secs_f64(),
+    );
+    println!(
         "BENCH peers {label}: recorded after ADD: {}; left after every DEL returned: {}",
         counts(&report.recorded_after_add),
         counts(&report.recorded_after_del),
     );
+    for error in add.failed_errors.iter().chain(&del.failed_errors) {
+        println!("BENCH peers {label}: failed, called again: {error}");
+    }
     for error in add.unserved_errors.iter().chain(&del.unserved_errors) {
         println!("BENCH peers {label}: never served: {error}");
     }

@@ -35,7 +35,11 @@ use serde_json::Value;
 use spiderpool_e2e::{TestNamespace, unique_name};
 use tokio::sync::Semaphore;
 
-use crate::ipam_support::{PodRef, Scratch, cni_with, create_pod, delete_pod_now};
+use crate::ipam_support::{PodRef, Scratch, cni_run, create_pod, delete_pod_now};
+
+/// A call still running after this long is killed and counted as failed (Whereabouts gives
+/// itself 2 minutes for an ADD).
+const CALL_LIMIT: Duration = Duration::from_secs(150);
 
 /// One address range of the workload: exactly 1000 addresses, inside `subnet`.
 pub struct Range {
@@ -160,6 +164,32 @@ pub trait BenchPlugin {
     async fn uninstall(&self, client: &Client) -> anyhow::Result<()>;
 }
 
+/// Time this process did not run at all: a thread wakes every 50 ms and adds up the part of
+/// each gap beyond 500 ms. A stopped process (SIGSTOP, as a machine's owner may do to quiet it
+/// for a measurement of their own) or a starved one shows up here; its wall times and latencies
+/// then include that time and say nothing about the plugin.
+fn stalled() -> Duration {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STALLED_MICROS: AtomicU64 = AtomicU64::new(0);
+    static WATCH: std::sync::Once = std::sync::Once::new();
+    const TICK: Duration = Duration::from_millis(50);
+    const SLACK: Duration = Duration::from_millis(500);
+    WATCH.call_once(|| {
+        std::thread::spawn(|| {
+            loop {
+                let before = Instant::now();
+                std::thread::sleep(TICK);
+                let gap = before.elapsed();
+                if gap > TICK + SLACK {
+                    let lost = (gap - TICK).as_micros() as u64;
+                    STALLED_MICROS.fetch_add(lost, Ordering::Relaxed);
+                }
+            }
+        });
+    });
+    Duration::from_micros(STALLED_MICROS.load(Ordering::Relaxed))
+}
+
 /// CPU seconds so far of the control plane process (`TESTENV_PID`: embedded etcd and
 /// kube-apiserver share it) and of this process' reaped children (the plugin processes).
 #[derive(Clone, Copy, Debug)]
@@ -212,8 +242,9 @@ pub struct Phase {
     pub wall: Duration,
     /// Latencies of the successful calls, sorted.
     pub latencies: Vec<Duration>,
-    /// Calls that returned an error (each retried one counts).
+    /// Calls that returned an error (each retried one counts), and the errors of the first few.
     pub failed_calls: usize,
+    pub failed_errors: Vec<String>,
     /// Pods whose call never succeeded, with the last error of the first few.
     pub unserved: usize,
     pub unserved_errors: Vec<String>,
@@ -221,6 +252,8 @@ pub struct Phase {
     pub control_plane_cpu: Option<Duration>,
     /// CPU seconds of the plugin processes during the phase.
     pub plugin_cpu: Duration,
+    /// Time the benchmark process did not run during the phase (see [`stalled`]).
+    pub stalled: Duration,
     /// The successful results by pod index (ADD only).
     pub results: BTreeMap<usize, Value>,
 }
@@ -314,6 +347,7 @@ async fn run_phase<P: BenchPlugin>(
     retry: Retry,
 ) -> anyhow::Result<Phase> {
     let before = CpuSample::take()?;
+    let stalled_before = stalled();
     let started = Instant::now();
     let semaphores: Vec<Arc<Semaphore>> = (0..workload.nodes)
         .map(|_| Arc::new(Semaphore::new(workload.in_flight)))
@@ -328,31 +362,49 @@ async fn run_phase<P: BenchPlugin>(
         tasks.push(tokio::spawn(async move {
             let _permit = semaphore.acquire_owned().await?;
             let mut failed = 0usize;
+            let mut errors = Vec::new();
             loop {
-                let output = cni_with(&binary, command, &pod, "eth0", &config, &[]).await?;
-                if output.success {
-                    let result = if command == "ADD" {
-                        Some(output.json()?)
-                    } else {
-                        None
-                    };
-                    return anyhow::Ok((failed, Ok((output.elapsed, result))));
-                }
+                let output = cni_run(
+                    &binary,
+                    command,
+                    &pod,
+                    "eth0",
+                    &config,
+                    &[],
+                    Some(CALL_LIMIT),
+                )
+                .await?;
+                let (code, msg) = match output {
+                    Some(output) if output.success => {
+                        // A result that is not JSON counts as a result without addresses.
+                        let result =
+                            (command == "ADD").then(|| output.json().unwrap_or(Value::Null));
+                        return anyhow::Ok((failed, errors, Ok((output.elapsed, result))));
+                    }
+                    Some(output) => output
+                        .error()
+                        .unwrap_or_else(|error| (0, format!("{error:#}"))),
+                    None => (0, format!("no answer within {CALL_LIMIT:?}: killed")),
+                };
                 failed += 1;
-                let (code, msg) = output
-                    .error()
-                    .unwrap_or_else(|error| (0, format!("{error:#}")));
+                let msg: String = msg.chars().take(300).collect();
+                let error = format!("{command} {}/{}: {code} {msg}", pod.namespace, pod.name);
                 if !retry.again(code, failed) {
-                    let error = format!("{command} {}/{}: {code} {msg}", pod.namespace, pod.name);
-                    return Ok((failed, Err(error)));
+                    return Ok((failed, errors, Err(error)));
                 }
+                errors.push(error);
             }
         }));
     }
     let mut phase = Phase::default();
     for (index, task) in tasks.into_iter().enumerate() {
-        let (failed, outcome) = task.await??;
+        let (failed, errors, outcome) = task.await??;
         phase.failed_calls += failed;
+        for error in errors {
+            if phase.failed_errors.len() < 5 {
+                phase.failed_errors.push(error);
+            }
+        }
         match outcome {
             Ok((elapsed, result)) => {
                 phase.latencies.push(elapsed);
@@ -376,6 +428,7 @@ async fn run_phase<P: BenchPlugin>(
         .zip(before.control_plane)
         .map(|(after, before)| after.saturating_sub(before));
     phase.plugin_cpu = after.children.saturating_sub(before.children);
+    phase.stalled = stalled().saturating_sub(stalled_before);
     Ok(phase)
 }
 
@@ -388,6 +441,7 @@ pub async fn run<P: BenchPlugin>(
     retry: Retry,
 ) -> anyhow::Result<Report> {
     let label = plugin.label();
+    stalled();
     let namespace = TestNamespace::create(client, "bench-ipam").await?;
     let scratch = Scratch::new("bench-ipam")?;
     plugin.install(client, &scratch).await?;
