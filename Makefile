@@ -17,6 +17,7 @@ help:
 	@echo "make run      build everything, start a local control plane, the controller-manager and the samples (Ctrl-C stops it all)"
 	@echo "make test     fmt check, clippy -D warnings, CRD drift check, unit + integration tests on a fresh control plane, then the RBAC audit of that run"
 	@echo "make bench    benchmarks against a fresh control plane (see docs/benchmarks.md)"
+	@echo "make bench-peers  our IPAM plugin and Whereabouts side by side, same driver and workload, one table (see docs/benchmarks.md)"
 	@echo "make fuzz     coverage-guided fuzzing of every parser on stable Rust (>= 10 million inputs, at most ~20 min)"
 	@echo "make crds     regenerate crds/ from the Rust types"
 	@echo "make testenv  build (or reuse) the test control plane binary and print its path"
@@ -129,7 +130,14 @@ run: deps build
 bench: deps
 	$(CARGO) build --workspace --bins --all-features --release
 	SPIDERPOOL_BIN_DIR=$(TARGET_DIR)/release e2e/scripts/with-testenv.sh --with-controller-manager -- \
-	  $(CARGO) test --release -p spiderpool-e2e -- --ignored --nocapture --test-threads=1 2>&1 | tee bench.log | grep -E '^BENCH|^test result|panicked'
+	  $(CARGO) test --release -p spiderpool-e2e -- --ignored --nocapture --test-threads=1 --skip peers_ 2>&1 | tee bench.log | grep -E '^BENCH|^test result|panicked'
+
+# Ours and Whereabouts side by side (e2e/scripts/bench-peers.sh): the same driver and workload
+# as `make bench`'s IPAM benchmark, each plugin on a fresh control plane, one table. Builds
+# Whereabouts from the Go module proxy (e2e/peers/build.sh, cached) and our release plugin.
+.PHONY: bench-peers
+bench-peers: deps
+	e2e/scripts/bench-peers.sh
 
 # The long chaos run (e2e/tests/chaos.rs): its own control plane, which it restarts; the short
 # run is part of `make test`. Prints the seed, the operations by kind, kills and restarts.

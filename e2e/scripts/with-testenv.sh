@@ -7,8 +7,9 @@
 #   e2e/scripts/with-testenv.sh [--with-controller-manager] [--with-node] -- <command> [args...]
 #
 # Exports to the command: KUBECONFIG, SPIDERPOOL_E2E_KUBECONFIG, SPIDERPOOL_E2E_DIR, TESTENV
-# (binary), APISERVER_PORT; with --with-node (root only; see e2e/testenv/README.md) also
-# NODE_NAME, NODE_IP, CNI_BIN_DIR, CNI_CONF_DIR, CONTAINERD_SOCKET, UNDERLAY_NICS.
+# (binary), TESTENV_PID (its `up` process: etcd + kube-apiserver), APISERVER_PORT; with
+# --with-node (root only; see e2e/testenv/README.md) also NODE_NAME, NODE_IP, CNI_BIN_DIR,
+# CNI_CONF_DIR, CONTAINERD_SOCKET, UNDERLAY_NICS.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -88,7 +89,9 @@ if [ -z "$kubeconfig" ]; then
 fi
 echo "control plane ready in $(( $(date +%s) - started ))s (dir $dir)" >&2
 
-export KUBECONFIG="$kubeconfig" SPIDERPOOL_E2E_KUBECONFIG="$kubeconfig" SPIDERPOOL_E2E_DIR="$dir" TESTENV="$testenv"
+# TESTENV_PID: the process of embedded etcd + kube-apiserver (benchmarks read its CPU time).
+export KUBECONFIG="$kubeconfig" SPIDERPOOL_E2E_KUBECONFIG="$kubeconfig" SPIDERPOOL_E2E_DIR="$dir" TESTENV="$testenv" \
+  TESTENV_PID="$testenv_pid"
 # The values tests need from DIR/env (the node's only with --with-node).
 while IFS='=' read -r key value; do
   case "$key" in

@@ -258,7 +258,6 @@ async fn wait_until_authorized(
     role: &rbac::GrantedRole,
     rule: &k8s_openapi::api::rbac::v1::PolicyRule,
 ) -> anyhow::Result<()> {
-    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
     let first = |values: &Option<Vec<String>>| {
         values
             .as_ref()
@@ -288,6 +287,26 @@ async fn wait_until_authorized(
             }})
         }
     };
+    wait_until_allowed(
+        client,
+        account,
+        attributes,
+        &format!("{} {} to be allowed {rule:?}", role.kind, role.name),
+    )
+    .await
+}
+
+/// Waits until the API server's authorizer allows ServiceAccount `account` what `attributes`
+/// (a SubjectAccessReview's `resourceAttributes` or `nonResourceAttributes`) describe: a new
+/// binding takes a moment to reach the authorizer. Asked as admin, so the account's own audit
+/// trail stays clean.
+pub async fn wait_until_allowed(
+    client: &Client,
+    account: &rbac::Account,
+    attributes: serde_json::Value,
+    what: &str,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
     let mut spec = attributes;
     spec["user"] = serde_json::json!(account.username());
     spec["groups"] = serde_json::json!([
@@ -301,17 +320,13 @@ async fn wait_until_authorized(
         "spec": spec,
     }))?;
     let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
-    wait_for(
-        &format!("{} {} to be allowed {rule:?}", role.kind, role.name),
-        Duration::from_secs(30),
-        || async {
-            let answer = reviews.create(&PostParams::default(), &review).await?;
-            Ok(answer
-                .status
-                .is_some_and(|status| status.allowed)
-                .then_some(()))
-        },
-    )
+    wait_for(what, Duration::from_secs(30), || async {
+        let answer = reviews.create(&PostParams::default(), &review).await?;
+        Ok(answer
+            .status
+            .is_some_and(|status| status.allowed)
+            .then_some(()))
+    })
     .await
 }
 

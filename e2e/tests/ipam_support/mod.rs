@@ -83,18 +83,7 @@ impl SimNode {
                 lock_dir.display()
             ),
         )?;
-        let labels: BTreeMap<String, String> = labels
-            .iter()
-            .map(|(key, value)| (key.to_string(), value.to_string()))
-            .collect();
-        let node: Node = serde_json::from_value(json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": name, "labels": labels},
-        }))?;
-        Api::<Node>::all(client.clone())
-            .create(&PostParams::default(), &node)
-            .await?;
+        create_node(client, &name, labels).await?;
         Ok(SimNode {
             name,
             kubeconfig: plugin_kubeconfig(client).await?,
@@ -105,11 +94,37 @@ impl SimNode {
     }
 
     pub async fn delete(&self, client: &Client) -> anyhow::Result<()> {
-        let _ = Api::<Node>::all(client.clone())
-            .delete(&self.name, &DeleteParams::default())
-            .await;
+        delete_node(client, &self.name).await;
         Ok(())
     }
+}
+
+/// Creates a Node object (never a real node: the test plays its kubelet).
+pub async fn create_node(
+    client: &Client,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+    }))?;
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await?;
+    Ok(())
+}
+
+/// Deletes a Node object; a node already gone is fine.
+pub async fn delete_node(client: &Client, name: &str) {
+    let _ = Api::<Node>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
 }
 
 /// The network configuration for the plugin (`ipam_extra` is merged into the `ipam` section).
