@@ -149,8 +149,8 @@ chaos: deps build
 	status=$${PIPESTATUS[0]}; echo "make chaos took $$(( $$(date +%s) - start ))s"; exit $$status
 
 # libFuzzer on the stable toolchain (see e2e/fuzz/run.sh): 10.5 million inputs over eight targets,
-# two at a time, each target stopped by its wall-clock budget at the latest (1340 s in all, so
-# at most about 11 min of fuzzing on 2 jobs after the instrumented build); 10 s per input at most.
+# two at a time, each target stopped by its wall-clock budget at the latest (1440 s in all, so
+# at most about 12 min of fuzzing on 2 jobs after the instrumented build); 10 s per input at most.
 .PHONY: fuzz
 fuzz:
 	e2e/fuzz/run.sh

@@ -39,7 +39,7 @@ mkdir -p "$out/seeds" "$out/logs" "$out/crashes" "$out/corpus"
 plan="annotations 2000000 300
 ranges 2500000 150
 ledger 1500000 100
-cni_env 1500000 200
+cni_env 1500000 300
 cni_config 1000000 120
 selection 1000000 150
 webhook 500000 200
