@@ -45,8 +45,13 @@ use crate::shared::workloads::current_uid;
 pub const CONTROLLER_NAME: &str = "subnet";
 pub const READINESS: &str = "subnet controller cache";
 const FOREGROUND_DELETION: &str = "foregroundDeletion";
-/// How often a subnet is looked at again without any event (a missed pool deletion).
-const RESYNC: Duration = Duration::from_secs(60);
+/// How often a subnet is looked at again without any event (a missed pool deletion). Short
+/// because of a known race: this controller is triggered by its own watch of pools but `plan`
+/// reads them from the shared cache, a different reflector; a pool event that arrives before the
+/// shared cache has the pool records nothing, and only this resync catches up. A no-op reconcile
+/// reads caches only. The fix (trigger and cache from one shared reflector) removes the race;
+/// until then this bounds the lag of a new pool in its subnet's status to ~10 s, not 60 s.
+const RESYNC: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
