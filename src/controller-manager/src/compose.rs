@@ -21,6 +21,7 @@ use crate::runtime::metrics::{self, ControllerMetrics};
 use crate::runtime::probe;
 use crate::runtime::supervisor::{LeaderController, Supervisor};
 use crate::shared::IpamShared;
+use crate::shared::cache::IpamCache;
 use crate::{autopool, coordinator, gc, ippool, multusconfig, subnet, webhook};
 
 /// Runs the controller-manager until SIGTERM or SIGINT.
@@ -40,17 +41,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut registry = Registry::with_prefix("spiderpool");
     let readiness = Readiness::default();
-    let controllers = leader_controllers(&client, &args, &mut registry, &readiness);
+    // One set of IPAM caches per process, read by the webhooks and the IPAM controllers alike.
+    let cache = (args.enable_webhook || args.enable_ipam_controllers)
+        .then(|| IpamCache::start(&client, &readiness));
+    let controllers = leader_controllers(&client, &args, cache.as_ref(), &mut registry, &readiness);
     let supervisor = Supervisor::new(controllers, &readiness);
     let webhook_metrics = webhook::metrics::WebhookMetrics::register(&mut registry);
     let (leading_tx, leading_rx) = watch::channel(!args.leader_elect);
     metrics::register_leader(&mut registry, leading_rx.clone());
     let registry = Arc::new(registry);
     // Webhooks serve on every replica, leader or not.
-    let webhooks = args.enable_webhook.then(|| {
+    let webhooks = cache.filter(|_| args.enable_webhook).map(|cache| {
         tokio::spawn(webhook::run(
             client.clone(),
             args.clone(),
+            cache,
             webhook_metrics,
             readiness.clone(),
             shutdown_rx.clone(),
@@ -110,12 +115,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every leader-only controller the flags enable, with its Context. The IPAM state (caches,
-/// settings, usage metrics) starts here on every replica: `/metrics` reports from it whether or
-/// not this replica leads.
+/// Every leader-only controller the flags enable, with its Context. The IPAM state (settings,
+/// usage metrics, on `cache`) starts here on every replica: `/metrics` reports from it whether
+/// or not this replica leads.
 fn leader_controllers(
     client: &Client,
     args: &Args,
+    cache: Option<&IpamCache>,
     registry: &mut Registry,
     readiness: &Readiness,
 ) -> Vec<LeaderController> {
@@ -145,11 +151,11 @@ fn leader_controllers(
             move || coordinator::controller::run(context.clone(), ready.clone()),
         ));
     }
-    if !args.enable_ipam_controllers {
+    let Some(cache) = cache.filter(|_| args.enable_ipam_controllers) else {
         return controllers;
-    }
+    };
     let flags = &args.ipam;
-    let shared = IpamShared::start(client, args, registry, readiness);
+    let shared = IpamShared::start(client, args, cache.clone(), registry, readiness);
     if flags.enable_ippool_controller {
         let context = Arc::new(ippool::Context::new(&shared, metrics.clone()));
         let ready = readiness.clone();

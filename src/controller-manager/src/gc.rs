@@ -35,7 +35,7 @@ use spiderpool_ipam::pod::{is_valid_statefulset_ordinal, statefulset_name_and_or
 use spiderpool_store::objects::{self, is_conflict};
 use spiderpool_store::{Step, Store as IpamStore, StoreError, StoreOptions};
 
-use crate::runtime::admin::{Readiness, mark_ready_when_synced};
+use crate::runtime::admin::{Readiness, mark_ready_when_synced, synced};
 use crate::runtime::metrics::ControllerMetrics;
 use crate::shared::IpamShared;
 use crate::shared::cache::IpamCache;
@@ -300,10 +300,10 @@ pub async fn run(context: Arc<Context>, readiness: Readiness) {
         let pods = pods.clone();
         async move {
             // Scan once everything is listed, then every interval.
-            while pods.wait_until_ready().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            if !synced(&pods).await {
+                return;
             }
-            let _ = context.cache.pools.wait_until_ready().await;
+            context.cache.synced().await;
             loop {
                 scan_all(&context, &pods).await;
                 tokio::time::sleep(context.config.interval).await;

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use spiderpool_api::SpiderIPPool;
@@ -35,6 +34,7 @@ use crate::runtime::backoff::ErrorBackoff;
 use crate::runtime::metrics::ControllerMetrics;
 use crate::runtime::reconcile::Frame;
 use crate::shared::IpamShared;
+use crate::shared::cache::IpamCache;
 use crate::shared::metrics::{IpamCounters, pool_usage};
 use crate::shared::workloads::current_uid;
 
@@ -67,6 +67,7 @@ fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 pub struct Context {
     pub client: Client,
     pub frame: Frame,
+    pub cache: IpamCache,
     pub counters: IpamCounters,
     pub legacy_check: Duration,
 }
@@ -80,6 +81,7 @@ impl Context {
                 metrics,
                 ErrorBackoff::new(Duration::from_millis(100), Duration::from_secs(60)),
             ),
+            cache: shared.cache.clone(),
             counters: shared.counters.clone(),
             legacy_check: Duration::from_secs(120),
         }
@@ -87,9 +89,12 @@ impl Context {
 }
 
 pub async fn run(context: Arc<Context>, readiness: Readiness) {
-    let pools: Api<SpiderIPPool> = Api::all(context.client.clone());
-    let controller = Controller::new(pools, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // The process-wide pool cache is this controller's store and trigger: no second copy of
+    // every pool in memory, no second watch on the API server.
+    context.cache.synced().await;
+    let store = context.cache.pools.clone();
+    let controller =
+        Controller::for_shared_stream(context.cache.pool_changes.replay(), store.clone());
     let outcomes = controller.run(reconcile, error_policy, context.clone());
     context
         .frame

@@ -16,11 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use spiderpool_api::constants::{
@@ -45,13 +45,10 @@ use crate::shared::workloads::current_uid;
 pub const CONTROLLER_NAME: &str = "subnet";
 pub const READINESS: &str = "subnet controller cache";
 const FOREGROUND_DELETION: &str = "foregroundDeletion";
-/// How often a subnet is looked at again without any event (a missed pool deletion). Short
-/// because of a known race: this controller is triggered by its own watch of pools but `plan`
-/// reads them from the shared cache, a different reflector; a pool event that arrives before the
-/// shared cache has the pool records nothing, and only this resync catches up. A no-op reconcile
-/// reads caches only. The fix (trigger and cache from one shared reflector) removes the race;
-/// until then this bounds the lag of a new pool in its subnet's status to ~10 s, not 60 s.
-const RESYNC: Duration = Duration::from_secs(10);
+/// How often a subnet is looked at again without any event: catches what no event reports (a
+/// pool that vanished across a relist of the pool cache, a workload deleted while its pool's
+/// entry was kept). Pool changes themselves trigger at once, from the pool cache `plan` reads.
+const RESYNC: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -124,16 +121,21 @@ fn subnets_of(pool: &SpiderIPPool, subnets: &Store<SpiderSubnet>) -> Vec<ObjectR
 }
 
 pub async fn run(context: Arc<Context>, readiness: Readiness) {
-    let subnets: Api<SpiderSubnet> = Api::all(context.client.clone());
-    let pools: Api<SpiderIPPool> = Api::all(context.client.clone());
-    let controller = Controller::new(subnets, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // `plan` derives status from the pool cache: on a partial list, the missing pools would
+    // read as gone and their entries would be dropped from the subnet's status.
+    context.cache.synced().await;
+    let cache = &context.cache;
+    let store = cache.subnets.clone();
     let ready = store.clone();
-    let controller = controller.watches(
-        pools,
-        watcher::Config::default().any_semantic(),
-        move |pool| subnets_of(&pool, &store),
-    );
+    // Subnets and pool events both come from the process-wide caches `plan` reads: a watch of
+    // our own would race them, and a reconcile that reads the pool cache before it has a new
+    // pool records nothing until the resync.
+    let pool_triggers = cache
+        .pool_changes
+        .subscribe()
+        .flat_map(move |pool| futures::stream::iter(subnets_of(&pool, &store)));
+    let controller = Controller::for_shared_stream(cache.subnet_changes.replay(), ready.clone())
+        .reconcile_on(pool_triggers);
     let outcomes = controller.run(reconcile, error_policy, context.clone());
     context
         .frame

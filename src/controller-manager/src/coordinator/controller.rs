@@ -45,7 +45,7 @@ use super::detect::{
     self, CILIUM_CONFIG, CalicoPool, Detection, KCM_SELECTOR, KUBEADM_CONFIG, PHASE_SYNCED,
     SYSTEM_NAMESPACE, Sources,
 };
-use crate::runtime::admin::Readiness;
+use crate::runtime::admin::{Readiness, synced};
 use crate::runtime::backoff::ErrorBackoff;
 use crate::runtime::metrics::ControllerMetrics;
 use crate::runtime::reconcile::{Events, Frame};
@@ -284,7 +284,7 @@ async fn keep_default_present(
     let key = ObjectRef::new(DEFAULT_NAME);
     loop {
         missing.notified().await;
-        if store.wait_until_ready().await.is_err() {
+        if !synced(&store).await {
             return;
         }
         loop {

@@ -47,10 +47,6 @@ impl Readiness {
 }
 
 /// Sets `condition` once `store` has seen its first full list.
-///
-/// kube-runtime's `Store::wait_until_ready` wakes only the most recently registered waiter
-/// (its one-shot channel keeps a single waker), and the controller's own runner waits on the
-/// same store; re-polling on a short timer makes this waiter independent of that.
 pub async fn mark_ready_when_synced<K>(
     store: kube::runtime::reflector::Store<K>,
     readiness: Readiness,
@@ -59,15 +55,27 @@ pub async fn mark_ready_when_synced<K>(
     K: kube::runtime::reflector::Lookup + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
+    if synced(&store).await {
+        readiness.set(condition, true);
+        tracing::info!(condition, "cache synced");
+    }
+}
+
+/// Waits until `store` has seen its first full list: true then, false if its writer is gone
+/// first (the reflector stopped; readiness is reset by the supervisor).
+///
+/// kube-runtime's `Store::wait_until_ready` wakes only the most recently registered waiter
+/// (its one-shot channel keeps a single waker), and a controller's own runner may wait on the
+/// same store; re-polling on a short timer makes this waiter independent of that.
+pub async fn synced<K>(store: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
     loop {
         match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
-            Ok(Ok(())) => {
-                readiness.set(condition, true);
-                tracing::info!(condition, "cache synced");
-                return;
-            }
-            // The writer is gone: the controller stopped; readiness is reset by the supervisor.
-            Ok(Err(_)) => return,
+            Ok(Ok(())) => return true,
+            Ok(Err(_)) => return false,
             Err(_elapsed) => {}
         }
     }

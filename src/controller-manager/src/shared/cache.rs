@@ -13,8 +13,8 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use spiderpool_api::{SpiderIPPool, SpiderReservedIP, SpiderSubnet};
 
-use crate::runtime::admin::Readiness;
-use crate::runtime::reflect;
+use crate::runtime::admin::{Readiness, synced};
+use crate::runtime::reflect::{self, Changes};
 
 pub const READINESS_POOLS: &str = "ippool cache";
 pub const READINESS_SUBNETS: &str = "subnet cache";
@@ -24,7 +24,11 @@ pub const READINESS_RESERVED: &str = "reservedip cache";
 #[derive(Clone)]
 pub struct IpamCache {
     pub pools: Store<SpiderIPPool>,
+    /// What `pools` just took in: the trigger of a controller that reads `pools`.
+    pub pool_changes: Changes<SpiderIPPool>,
     pub subnets: Store<SpiderSubnet>,
+    /// What `subnets` just took in.
+    pub subnet_changes: Changes<SpiderSubnet>,
     pub reserved: Store<SpiderReservedIP>,
 }
 
@@ -33,19 +37,23 @@ impl IpamCache {
     /// Readiness conditions are set once each has listed everything.
     pub fn start(client: &Client, readiness: &Readiness) -> IpamCache {
         let config = || watcher::Config::default().any_semantic();
+        let (pools, pool_changes) = reflect::spawn_with_changes(
+            Api::all(client.clone()),
+            config(),
+            readiness,
+            READINESS_POOLS,
+        );
+        let (subnets, subnet_changes) = reflect::spawn_with_changes(
+            Api::all(client.clone()),
+            config(),
+            readiness,
+            READINESS_SUBNETS,
+        );
         IpamCache {
-            pools: reflect::spawn(
-                Api::all(client.clone()),
-                config(),
-                readiness,
-                READINESS_POOLS,
-            ),
-            subnets: reflect::spawn(
-                Api::all(client.clone()),
-                config(),
-                readiness,
-                READINESS_SUBNETS,
-            ),
+            pools,
+            pool_changes,
+            subnets,
+            subnet_changes,
             reserved: reflect::spawn(
                 Api::all(client.clone()),
                 config(),
@@ -53,6 +61,15 @@ impl IpamCache {
                 READINESS_RESERVED,
             ),
         }
+    }
+
+    /// Returns once all three caches have listed everything (at once when they have). A
+    /// controller that derives state from the caches must not act on a partial list: missing
+    /// pools would read as pools that do not exist.
+    pub async fn synced(&self) {
+        synced(&self.pools).await;
+        synced(&self.subnets).await;
+        synced(&self.reserved).await;
     }
 
     pub fn pool(&self, name: &str) -> Option<Arc<SpiderIPPool>> {

@@ -380,6 +380,8 @@ mod tests {
     use kube::runtime::watcher;
     use spiderpool_api::{SpiderIPPool, SpiderReservedIP, SpiderSubnet};
 
+    use crate::runtime::reflect::Changes;
+
     fn cache(pools: Vec<serde_json::Value>, subnets: Vec<serde_json::Value>) -> IpamCache {
         let mut pool_writer: Writer<SpiderIPPool> = Writer::default();
         for pool in pools {
@@ -394,7 +396,9 @@ mod tests {
         let reserved_writer: Writer<SpiderReservedIP> = Writer::default();
         IpamCache {
             pools: pool_writer.as_reader(),
+            pool_changes: Changes::idle(pool_writer.as_reader()),
             subnets: subnet_writer.as_reader(),
+            subnet_changes: Changes::idle(subnet_writer.as_reader()),
             reserved: reserved_writer.as_reader(),
         }
     }

@@ -37,15 +37,15 @@ pub struct IpamShared {
 }
 
 impl IpamShared {
-    /// Starts the caches, the settings reader and the usage metrics (every replica, leader or
+    /// Starts the settings reader and the usage metrics on `cache` (every replica, leader or
     /// not).
     pub fn start(
         client: &Client,
         args: &Args,
+        cache: IpamCache,
         registry: &mut Registry,
         readiness: &Readiness,
     ) -> IpamShared {
-        let cache = IpamCache::start(client, readiness);
         let counters = IpamCounters::register(registry, cache.clone());
         let source = SettingsSource::start(
             client,

@@ -10,8 +10,9 @@
 //! [`certs`] makes or loads the serving certificate; [`cabundle`] keeps the CA in the installed
 //! webhook configurations; [`registration`] builds them for local runs.
 //!
-//! The webhooks serve on every replica (they are not leader-gated). The replica is ready once
-//! the caches have synced and the certificate is loaded.
+//! The webhooks serve on every replica (they are not leader-gated) and read pools and subnets
+//! from the process-wide IPAM caches. The replica is ready once the caches have synced and the
+//! certificate is loaded.
 
 pub mod annotations;
 pub mod cabundle;
@@ -36,21 +37,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum_server::tls_rustls::RustlsConfig;
 use kube::Client;
-use kube::api::Api;
-use kube::runtime::watcher;
 use tokio::sync::watch;
 
 use crate::args::{Args, CertMode};
 use crate::runtime::admin::Readiness;
-use crate::runtime::reflect;
+use crate::shared::cache::IpamCache;
 use crate::shared::settings::SettingsSource;
 use handlers::WebhookState;
 use metrics::WebhookMetrics;
 use registration::{Endpoint, Registration};
 
 pub const READY_CERTIFICATE: &str = "webhook certificate";
-pub const READY_POOLS: &str = "webhook ippool cache";
-pub const READY_SUBNETS: &str = "webhook subnet cache";
 pub const READY_SETTINGS: &str = "webhook settings cache";
 
 /// How the webhook server gets its certificate, resolved from the flags.
@@ -132,19 +129,12 @@ async fn register_local(
 pub async fn run(
     client: Client,
     args: Args,
+    cache: IpamCache,
     metrics: WebhookMetrics,
     readiness: Readiness,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     readiness.set(READY_CERTIFICATE, false);
-    let config = || watcher::Config::default().any_semantic();
-    let pools = reflect::spawn(Api::all(client.clone()), config(), &readiness, READY_POOLS);
-    let subnets = reflect::spawn(
-        Api::all(client.clone()),
-        config(),
-        &readiness,
-        READY_SUBNETS,
-    );
     let settings = SettingsSource::start(
         &client,
         &readiness,
@@ -199,8 +189,8 @@ pub async fn run(
     let state = Arc::new(WebhookState {
         client,
         settings,
-        pools,
-        subnets,
+        pools: cache.pools,
+        subnets: cache.subnets,
         metrics,
     });
     let handle = axum_server::Handle::new();
