@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use spiderpool_api::{SpiderIPPool, SpiderReservedIP};
 use spiderpool_ipam::ip::{IpVersion, parse_any_ip, parse_ip};
 use spiderpool_ipam::ledger::{
-    AllocateError, IpAndUid, PoolIpAllocation, PoolIpAllocations, allocate,
+    AllocateError, IpAndUid, PoolIpAllocation, PoolIpAllocations, allocate_in_place,
 };
 use spiderpool_ipam::pool::PoolView;
 use spiderpool_ipam::range::IpSet;
@@ -153,29 +153,27 @@ fn apply_op(
     max: i64,
 ) -> (LedgerOutcome, bool) {
     match op {
-        LedgerOp::Allocate { owner } => match allocate(view, reserved, records, owner, max) {
-            Ok(allocation) => {
-                let created = allocation.status.is_some();
-                *records = allocation.records;
-                (
+        LedgerOp::Allocate { owner } => {
+            match allocate_in_place(view, reserved, records, owner, max) {
+                Ok((ip, created)) => (
                     LedgerOutcome::Allocated {
-                        ip: allocation.ip.to_string(),
+                        ip: ip.to_string(),
                         created,
                     },
                     created,
-                )
+                ),
+                Err(AllocateError::Exhausted { .. }) => (LedgerOutcome::Exhausted, false),
+                Err(AllocateError::ThresholdExceeded { max, .. }) => {
+                    (LedgerOutcome::ThresholdExceeded { max }, false)
+                }
+                Err(error) => (
+                    LedgerOutcome::Failed {
+                        message: error.to_string(),
+                    },
+                    false,
+                ),
             }
-            Err(AllocateError::Exhausted { .. }) => (LedgerOutcome::Exhausted, false),
-            Err(AllocateError::ThresholdExceeded { max, .. }) => {
-                (LedgerOutcome::ThresholdExceeded { max }, false)
-            }
-            Err(error) => (
-                LedgerOutcome::Failed {
-                    message: error.to_string(),
-                },
-                false,
-            ),
-        },
+        }
         LedgerOp::Release { addresses } => {
             let mut count = 0;
             for (ip, uid) in addresses {
