@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod invariants;
+pub mod procstat;
 pub mod rbac;
 pub mod rbac_audit;
 
@@ -489,6 +490,8 @@ const CLUSTER_SCOPED_JUDGED: &[&str] = &[
 pub struct ControllerManager {
     /// `host:port` of its admin server (`/livez`, `/readyz`, `/metrics`).
     pub admin_addr: std::net::SocketAddr,
+    /// Its process id (benchmarks read its memory and CPU from `/proc`).
+    pub pid: u32,
     /// Its log file (stderr).
     pub log_path: PathBuf,
 }
@@ -555,9 +558,10 @@ fn start_controller_manager(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<
         .unwrap_or_else(|| "e2e".into());
     let log_path = run_dir().join(format!("controller-manager-{binary_name}.log"));
     let command = controller_manager_command(kubeconfig, admin_addr, args, &log_path)?;
-    spawn_with_parent_death(command)?;
+    let pid = spawn_with_parent_death(command)?;
     Ok(ControllerManager {
         admin_addr,
+        pid,
         log_path,
     })
 }

@@ -2,7 +2,8 @@
 //! controller-manager running as a process: one pool per workload, NIC and family, sized from
 //! replicas and `ippool-ip-number`, following scale up and down without ever dropping an address
 //! in use, reclaimed (or kept and reused by a successor) when the workload goes, a Warning Event
-//! when the subnet runs out, and 30 Deployments churning on one subnet leave it exactly as found.
+//! when the subnet runs out, and 30 Deployments churning on one subnet leave it exactly as found;
+//! manual pools are recorded by their subnet as soon as they are created.
 
 mod autopool_support;
 
@@ -996,6 +997,59 @@ async fn deleting_a_subnet_deletes_its_pools_first() -> anyhow::Result<()> {
     );
     spiderpool_e2e::invariants::assert_consistent(&client, &namespace.name).await?;
     namespace.delete().await?;
+    Ok(())
+}
+
+/// The subnet controller is triggered by the same pool cache it reads: a pool created right
+/// after its subnet is recorded by the event of its creation, not by the subnet's resync
+/// (60 s). With a trigger watch of its own, racing the cache, some of these pairs were recorded
+/// only at the resync.
+#[tokio::test]
+async fn pools_created_right_after_their_subnets_are_recorded_without_waiting_for_a_resync()
+-> anyhow::Result<()> {
+    const PAIRS: usize = 8;
+    const WITHIN: Duration = Duration::from_secs(30);
+    let client = client().await?;
+    controller_manager(&[]).await?;
+    let subnets: Api<spiderpool_api::SpiderSubnet> = Api::all(client.clone());
+    let mut pairs = Vec::new();
+    for _ in 0..PAIRS {
+        let octet = unique_octet();
+        let subnet = create_subnet(
+            &client,
+            "back-to-back",
+            json!({"subnet": format!("10.{octet}.0.0/24"), "ips": [format!("10.{octet}.0.10-10.{octet}.0.99")]}),
+        )
+        .await?;
+        let pool = create_pool(
+            &client,
+            "back-to-back",
+            json!({"ipVersion": 4, "subnet": format!("10.{octet}.0.0/24"), "ips": [format!("10.{octet}.0.20-10.{octet}.0.29")]}),
+        )
+        .await?;
+        pairs.push((subnet, pool, Instant::now()));
+    }
+    for (subnet, pool, created) in &pairs {
+        let left = WITHIN.saturating_sub(created.elapsed());
+        wait_for(
+            &format!("subnet {subnet} to record pool {pool}"),
+            left,
+            || async {
+                let controlled = subnets
+                    .get(subnet)
+                    .await?
+                    .status
+                    .and_then(|status| status.controlled_ip_pools)
+                    .unwrap_or_default();
+                Ok(controlled.contains(&format!("\"{pool}\"")).then_some(()))
+            },
+        )
+        .await?;
+    }
+    for (subnet, pool, _) in &pairs {
+        delete_pool(&client, pool).await?;
+        delete_subnet(&client, subnet).await?;
+    }
     Ok(())
 }
 

@@ -27,11 +27,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use futures::StreamExt;
 use futures::stream;
 use kube::Client;
 use serde_json::Value;
+use spiderpool_e2e::procstat::cpu as proc_cpu;
 use spiderpool_e2e::{TestNamespace, unique_name};
 use tokio::sync::Semaphore;
 
@@ -196,31 +196,6 @@ fn stalled() -> Duration {
 struct CpuSample {
     control_plane: Option<Duration>,
     children: Duration,
-}
-
-/// `utime + stime` (own, or of reaped children) of a process from `/proc/<pid>/stat`.
-fn proc_cpu(pid: &str, children: bool) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // The command name (field 2) may contain spaces; fields are counted after its ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // Fields 14/15 (utime/stime) and 16/17 (cutime/cstime), 1-based; `fields[0]` is field 3.
-    let first = if children { 13 } else { 11 };
-    let ticks = fields
-        .get(first..first + 2)
-        .context("short /proc stat line")?
-        .iter()
-        .map(|field| field.parse::<u64>())
-        .sum::<Result<u64, _>>()?;
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|ticks| *ticks > 0)
-        .unwrap_or(100) as u64;
-    Ok(Duration::from_millis(ticks * 1000 / per_second))
 }
 
 impl CpuSample {
