@@ -19,7 +19,7 @@
 mod bench_support;
 mod ipam_support;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bench_support::spiderpool::Spiderpool;
 use bench_support::{Retry, Workload, counts, millis};
@@ -65,8 +65,21 @@ async fn round(client: &Client, label: &str, lock_files: bool) -> anyhow::Result
     );
     let (add, del) = (&report.add, &report.del);
     let (add_details, del_details) = (report.add_details.join("; "), report.del_details.join("; "));
+    // CPU per call: the plugin processes', and the control plane's (etcd + kube-apiserver).
+    let cpu = |phase: &bench_support::Phase| {
+        let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e3 / total as f64;
+        let control_plane = phase
+            .control_plane_cpu
+            .map(|cpu| format!("{:.1} ms", per_call(cpu)))
+            .unwrap_or_else(|| "not measured (no TESTENV_PID)".into());
+        format!(
+            "CPU per call: plugin {:.1} ms, control plane {control_plane}",
+            per_call(phase.plugin_cpu)
+        )
+    };
+    let (add_cpu, del_cpu) = (cpu(add), cpu(del));
     println!(
-        "BENCH ipam {label}: ADD {total} dual-stack pods on {} nodes x {} in flight: wall {:.1}s, {:.1} pods/s, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; runtime retries {}; {add_details}",
+        "BENCH ipam {label}: ADD {total} dual-stack pods on {} nodes x {} in flight: wall {:.1}s, {:.1} pods/s, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; runtime retries {}; {add_cpu}; {add_details}",
         workload.nodes,
         workload.in_flight,
         add.wall.as_secs_f64(),
@@ -77,7 +90,7 @@ async fn round(client: &Client, label: &str, lock_files: bool) -> anyhow::Result
         add.failed_calls,
     );
     println!(
-        "BENCH ipam {label}: DEL {total} pods: wall {:.1}s, {:.1} pods/s, p50 {:.0} ms, p99 {:.0} ms; runtime retries {}; {del_details}; pools empty, no endpoint left",
+        "BENCH ipam {label}: DEL {total} pods: wall {:.1}s, {:.1} pods/s, p50 {:.0} ms, p99 {:.0} ms; runtime retries {}; {del_cpu}; {del_details}; pools empty, no endpoint left",
         del.wall.as_secs_f64(),
         del.rate(),
         millis(del.percentile(0.5)),

@@ -1,10 +1,12 @@
 //! The process-wide caches of SpiderIPPools, SpiderSubnets and SpiderReservedIPs.
 //!
 //! They run on every replica (leader or not) from start to shutdown, because `/metrics` reports
-//! pool and subnet usage from them on every replica. The leader's controllers read them for fast
-//! paths and cross-object lookups; anything that decides an address (pre-allocation, GC releases)
-//! re-reads from the API server and writes with compare-and-swap, so a lagging cache can cost a
-//! retry but never a double allocation.
+//! pool and subnet usage from them and the webhooks validate against them on every replica. They
+//! are the only copy of pools and subnets in the process: the IPPool and Subnet controllers use
+//! them as their stores and their changes as triggers, the others read them for fast paths and
+//! cross-object lookups. Anything that decides an address (pre-allocation, GC releases) re-reads
+//! from the API server and writes with compare-and-swap, so a lagging cache can cost a retry but
+//! never a double allocation.
 
 use std::sync::Arc;
 
