@@ -63,6 +63,28 @@ where
     Ok(())
 }
 
+/// Merge-patches the status of every pool with `patch(i)`, `IN_FLIGHT` at a time.
+async fn patch_every_status(
+    pools: &Api<SpiderIPPool>,
+    patch: impl Fn(usize) -> serde_json::Value,
+) -> anyhow::Result<()> {
+    for_each_pool(|i| {
+        let pools = pools.clone();
+        let patch = patch(i);
+        async move {
+            pools
+                .patch_status(
+                    &format!("scale-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// Waits until the IPPool controller has gone 3 s without a reconcile: what it had to do about
 /// the last change is done.
 async fn settled(manager: &ControllerManager) -> anyhow::Result<()> {
@@ -141,16 +163,10 @@ async fn bench_controller_manager_with_ten_thousand_pools() -> anyhow::Result<()
     let with_pools = sample(manager)?;
 
     let began = Instant::now();
-    for_each_pool(|i| {
-        let pools = pools.clone();
-        async move {
-            let patch = json!({"status": {"allocatedIPs": records(i), "allocatedIPCount": RECORDS_PER_POOL}});
-            pools
-                .patch_status(&format!("scale-{i}"), &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            Ok(())
-        }
-    })
+    patch_every_status(
+        &pools,
+        |i| json!({"status": {"allocatedIPs": records(i), "allocatedIPCount": RECORDS_PER_POOL}}),
+    )
     .await?;
     let records_wall = began.elapsed();
     settled(manager).await?;
@@ -173,20 +189,10 @@ async fn bench_controller_manager_with_ten_thousand_pools() -> anyhow::Result<()
 
     // Leave the control plane as found: records first (a pool keeps its finalizer while it
     // holds any), then the pools.
-    for_each_pool(|i| {
-        let pools = pools.clone();
-        async move {
-            let patch = json!({"status": {"allocatedIPs": null, "allocatedIPCount": 0}});
-            pools
-                .patch_status(
-                    &format!("scale-{i}"),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
-            Ok(())
-        }
-    })
+    patch_every_status(
+        &pools,
+        |_| json!({"status": {"allocatedIPs": null, "allocatedIPCount": 0}}),
+    )
     .await?;
     pools
         .delete_collection(&DeleteParams::default(), &selector)
